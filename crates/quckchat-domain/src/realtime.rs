@@ -1,0 +1,38 @@
+//! The realtime port: how the domain reaches connected clients. The server crate
+//! implements it over Socket.IO rooms (and, with several instances, over the Redis
+//! adapter); the domain only names audiences.
+
+use async_trait::async_trait;
+
+use crate::events::ServerEvent;
+use crate::ids::{ConversationId, SessionId, UserId};
+
+/// Who should get an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Every socket of every member of a conversation (on `/chat`).
+    Conversation(ConversationId),
+    /// Every member's sockets but those of one user (typing indicators).
+    ConversationExcept(ConversationId, UserId),
+    /// Every socket of one user.
+    User(UserId),
+    /// Every socket of each of these users (each socket once).
+    Users(Vec<UserId>),
+}
+
+/// Delivery to connected clients, wherever they are connected.
+///
+/// Delivery is best effort by design: a client that misses an event (a full buffer, a
+/// dropped connection) notices the gap by `seq` and fills it from the history. Errors
+/// are therefore logged and counted by the implementation, not returned.
+#[async_trait]
+pub trait Realtime: Send + Sync + 'static {
+    /// Sends an event to an audience.
+    async fn publish(&self, to: Audience, event: ServerEvent);
+    /// Makes every socket of `user` join the conversation's room.
+    async fn join_conversation(&self, user: UserId, conversation: ConversationId);
+    /// Makes every socket of `user` leave the conversation's room.
+    async fn leave_conversation(&self, user: UserId, conversation: ConversationId);
+    /// Disconnects every socket opened with a session, on every namespace.
+    async fn disconnect_session(&self, session: SessionId);
+}
