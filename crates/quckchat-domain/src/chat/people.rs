@@ -53,13 +53,18 @@ impl Chat {
     }
 
     /// A socket of `actor` connected. On the user's first socket anywhere, co-members
-    /// (and nobody else) get `user:online`.
+    /// (and nobody else) get `user:online`. `Ok` means the socket was counted; every
+    /// counted socket must be matched by one [`Chat::socket_disconnected`].
     #[instrument(skip_all, fields(%actor))]
     pub async fn socket_connected(&self, actor: UserId) -> ChatResult<()> {
         if self.presence.socket_connected(actor).await? {
-            let co = self.store.co_members_of(actor).await?;
-            if !co.is_empty() {
-                self.realtime.publish(Audience::Users(co), ServerEvent::UserOnline { user_id: actor }).await;
+            // The socket is counted now: failing to announce it must not undo that.
+            match self.store.co_members_of(actor).await {
+                Ok(co) if !co.is_empty() => {
+                    self.realtime.publish(Audience::Users(co), ServerEvent::UserOnline { user_id: actor }).await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%actor, error = %e, "could not announce a user online"),
             }
         }
         Ok(())

@@ -1,0 +1,216 @@
+//! Accounts and sessions: register, login, rotating refresh tokens, logout, and the
+//! verification every REST request and socket handshake goes through.
+
+mod password;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use quckchat_domain::model::{now, NewUser, Session, User};
+use quckchat_domain::realtime::Realtime;
+use quckchat_domain::store::Store;
+use quckchat_domain::values::{DisplayName, Username};
+use quckchat_domain::{DomainError, SessionId, StoreError, UserId};
+use serde::Serialize;
+use thiserror::Error;
+use tracing::instrument;
+
+pub use tokens::{Claims, JwtKeys};
+
+/// Why an auth operation failed.
+#[derive(Debug, Error)]
+pub enum AuthError {
+    /// Malformed input (too short a password, a bad username).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The username is taken.
+    #[error("username is already taken")]
+    UsernameTaken,
+    /// Wrong username or password.
+    #[error("invalid username or password")]
+    BadCredentials,
+    /// A missing, malformed, expired or revoked token.
+    #[error("invalid or expired token")]
+    InvalidToken,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing failed or its task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<DomainError> for AuthError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::InvalidInput(m) => Self::InvalidInput(m),
+            DomainError::Store(s) => Self::Store(s),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What register, login and refresh answer (CONTRACT §2 `AuthResponse`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthResponse {
+    /// A JWT (HS256), `sub` = user id, `sid` = session id.
+    pub access_token: String,
+    /// Opaque; exchanged once at `/auth/refresh` for a new pair.
+    pub refresh_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The account.
+    #[schema(value_type = Object)]
+    pub user: User,
+}
+
+/// The verified holder of an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    /// The user.
+    pub user_id: UserId,
+    /// The session the token belongs to.
+    pub session_id: SessionId,
+}
+
+/// The accounts service.
+pub struct Auth {
+    store: Arc<dyn Store>,
+    realtime: Arc<dyn Realtime>,
+    keys: JwtKeys,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+impl Auth {
+    /// Wires the service.
+    pub fn new(
+        store: Arc<dyn Store>,
+        realtime: Arc<dyn Realtime>,
+        keys: JwtKeys,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> Self {
+        Self { store, realtime, keys, access_ttl, refresh_ttl }
+    }
+
+    /// Creates an account and logs it in.
+    #[instrument(skip_all)]
+    pub async fn register(
+        &self,
+        username: String,
+        password: String,
+        display_name: Option<String>,
+    ) -> Result<AuthResponse, AuthError> {
+        let username = Username::parse(username)?;
+        password::check_rules(&password)?;
+        let display_name = match display_name {
+            Some(d) => DisplayName::parse(d)?.as_str().to_string(),
+            None => username.as_str().to_string(),
+        };
+        let password_hash = password::hash(password).await?;
+        let user = self
+            .store
+            .create_user(NewUser {
+                id: UserId::new(),
+                username: username.as_str().to_string(),
+                display_name,
+                password_hash,
+                created_at: now(),
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => AuthError::UsernameTaken,
+                other => other.into(),
+            })?;
+        self.start_session(user).await
+    }
+
+    /// Checks a username and password and starts a session.
+    #[instrument(skip_all)]
+    pub async fn login(&self, username: &str, password: String) -> Result<AuthResponse, AuthError> {
+        let credentials = self.store.credentials(username.trim()).await?;
+        let Some(credentials) = credentials else {
+            // Spend the same time as a real check, so timing does not reveal usernames.
+            password::verify(password, None).await?;
+            return Err(AuthError::BadCredentials);
+        };
+        if !password::verify(password, Some(credentials.password_hash)).await? {
+            return Err(AuthError::BadCredentials);
+        }
+        self.start_session(credentials.user).await
+    }
+
+    async fn start_session(&self, user: User) -> Result<AuthResponse, AuthError> {
+        let session_id = SessionId::new();
+        let (refresh_token, refresh_hash) = tokens::new_refresh_token(session_id);
+        let created_at = now();
+        self.store
+            .create_session(Session {
+                id: session_id,
+                user_id: user.id,
+                refresh_token_hash: refresh_hash,
+                created_at,
+                expires_at: created_at + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30)),
+                revoked_at: None,
+            })
+            .await?;
+        let access_token = self.keys.issue(user.id, session_id, self.access_ttl)?;
+        Ok(AuthResponse { access_token, refresh_token, expires_in: self.access_ttl.as_secs(), user })
+    }
+
+    /// Exchanges a refresh token for a new pair; the old refresh token stops working. A
+    /// reused (already rotated) token ends the whole session, as it means it leaked.
+    #[instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &str) -> Result<AuthResponse, AuthError> {
+        let (session_id, hash) = tokens::parse_refresh_token(refresh_token).ok_or(AuthError::InvalidToken)?;
+        let session = self.store.session(session_id).await?.ok_or(AuthError::InvalidToken)?;
+        if session.revoked_at.is_some() || session.expires_at <= Utc::now() {
+            return Err(AuthError::InvalidToken);
+        }
+        if !tokens::constant_time_eq(&session.refresh_token_hash, &hash) {
+            tracing::warn!(session = %session_id, "refresh token reused; ending the session");
+            self.logout(Principal { user_id: session.user_id, session_id }).await?;
+            return Err(AuthError::InvalidToken);
+        }
+        let (new_token, new_hash) = tokens::new_refresh_token(session_id);
+        let expires_at = now() + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
+        if !self.store.rotate_refresh_token(session_id, &hash, &new_hash, expires_at).await? {
+            return Err(AuthError::InvalidToken);
+        }
+        let user = self.store.user(session.user_id).await?.ok_or(AuthError::InvalidToken)?;
+        let access_token = self.keys.issue(user.id, session_id, self.access_ttl)?;
+        Ok(AuthResponse { access_token, refresh_token: new_token, expires_in: self.access_ttl.as_secs(), user })
+    }
+
+    /// Ends a session and disconnects every socket opened with it.
+    #[instrument(skip_all, fields(user = %who.user_id, session = %who.session_id))]
+    pub async fn logout(&self, who: Principal) -> Result<(), AuthError> {
+        self.store.revoke_session(who.session_id, now()).await?;
+        self.realtime.disconnect_session(who.session_id).await;
+        Ok(())
+    }
+
+    /// Verifies an access token: signature, expiry, and that its session still stands.
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self.keys.verify(token)?;
+        let session = self.store.session(claims.session_id).await?.ok_or(AuthError::InvalidToken)?;
+        if session.revoked_at.is_some() || session.user_id != claims.user_id {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(Principal { user_id: claims.user_id, session_id: claims.session_id })
+    }
+}
+
+/// Takes the token out of `Bearer <jwt>` or a bare `<jwt>`.
+pub fn strip_bearer(raw: &str) -> Option<&str> {
+    let raw = raw.trim();
+    let token = match raw.get(..7) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => raw[7..].trim(),
+        _ => raw,
+    };
+    (!token.is_empty()).then_some(token)
+}

@@ -1,0 +1,256 @@
+//! Configuration, read once from the environment (CONTRACT §1).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// Which transports Engine.IO accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transports {
+    /// WebSocket only (the seed's default).
+    Websocket,
+    /// Long polling first, then upgrade; and WebSocket directly.
+    WebsocketAndPolling,
+}
+
+/// Everything the server can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub host: IpAddr,
+    /// Listen port (0: any free port).
+    pub port: u16,
+    /// `sqlite://PATH` (more backends later).
+    pub database_url: String,
+    /// HS256 secret; `None`: generated once and kept in the data directory.
+    pub jwt_secret: Option<String>,
+    /// Where a generated secret is kept.
+    pub data_dir: PathBuf,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh token (session) lifetime.
+    pub refresh_ttl: Duration,
+    /// Allowed CORS origins; empty means any (`*`, without credentials).
+    pub cors_origins: Vec<String>,
+    /// Engine.IO ping interval.
+    pub ping_interval: Duration,
+    /// Engine.IO ping timeout.
+    pub ping_timeout: Duration,
+    /// Largest accepted packet, bytes.
+    pub max_http_buffer_size: u64,
+    /// Accepted transports.
+    pub transports: Transports,
+    /// Accept Engine.IO v3 (socket.io-client 2.x).
+    pub allow_eio3: bool,
+    /// Where pushes for offline users are POSTed; `None`: kept in the outbox.
+    pub push_webhook_url: Option<String>,
+    /// Messages a socket may send per second, sustained.
+    pub message_rate_per_sec: u32,
+    /// Extra messages a socket may send in a burst.
+    pub message_burst: u32,
+    /// Typing events a socket may send per second.
+    pub typing_rate_per_sec: u32,
+    /// Other events a socket may send per second.
+    pub event_rate_per_sec: u32,
+    /// Packets buffered per socket before emits to it fail.
+    pub socket_buffer: usize,
+    /// How long shutdown waits for in-flight work.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 3000,
+            database_url: "sqlite://./data/quckchat.db".into(),
+            jwt_secret: None,
+            data_dir: PathBuf::from("./data"),
+            access_ttl: Duration::from_secs(3600),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            cors_origins: Vec::new(),
+            ping_interval: Duration::from_millis(10_000),
+            ping_timeout: Duration::from_millis(30_000),
+            max_http_buffer_size: 1_000_000,
+            transports: Transports::Websocket,
+            allow_eio3: true,
+            push_webhook_url: None,
+            message_rate_per_sec: 10,
+            message_burst: 10,
+            typing_rate_per_sec: 5,
+            event_rate_per_sec: 50,
+            socket_buffer: 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the environment; unset variables keep their defaults, malformed ones are an
+    /// error that names the variable.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Reads configuration through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut c = Self::default();
+        if let Some(v) = get("HOST") {
+            c.host = v.parse().with_context(|| format!("HOST={v} is not an IP address"))?;
+        }
+        if let Some(v) = get("PORT") {
+            c.port = v.parse().with_context(|| format!("PORT={v} is not a port"))?;
+        }
+        if let Some(v) = get("DATABASE_URL") {
+            c.database_url = v;
+        }
+        if let Some(path) = c.database_url.strip_prefix("sqlite://") {
+            let path = PathBuf::from(path.split('?').next().unwrap_or(path));
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                c.data_dir = parent.to_path_buf();
+            }
+        }
+        if let Some(v) = get("DATA_DIR") {
+            c.data_dir = PathBuf::from(v);
+        }
+        c.jwt_secret = get("JWT_SECRET");
+        if let Some(v) = get("JWT_EXPIRES_IN") {
+            c.access_ttl = parse_duration(&v).with_context(|| format!("JWT_EXPIRES_IN={v}"))?;
+        }
+        if let Some(v) = get("JWT_REFRESH_EXPIRES_IN") {
+            c.refresh_ttl = parse_duration(&v).with_context(|| format!("JWT_REFRESH_EXPIRES_IN={v}"))?;
+        }
+        if let Some(v) = get("CORS_ORIGIN") {
+            c.cors_origins = v
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty() && *o != "*")
+                .map(String::from)
+                .collect();
+        }
+        let ms = |name: &str, default: Duration| -> anyhow::Result<Duration> {
+            match get(name) {
+                Some(v) => Ok(Duration::from_millis(v.parse().with_context(|| format!("{name}={v} is not milliseconds"))?)),
+                None => Ok(default),
+            }
+        };
+        c.ping_interval = ms("PING_INTERVAL_MS", c.ping_interval)?;
+        c.ping_timeout = ms("PING_TIMEOUT_MS", c.ping_timeout)?;
+        if let Some(v) = get("MAX_HTTP_BUFFER_SIZE") {
+            c.max_http_buffer_size = v.parse().with_context(|| format!("MAX_HTTP_BUFFER_SIZE={v}"))?;
+        }
+        if let Some(v) = get("TRANSPORTS") {
+            let set: Vec<String> = v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect();
+            c.transports = match (set.iter().any(|t| t == "websocket"), set.iter().any(|t| t == "polling")) {
+                (true, false) => Transports::Websocket,
+                (_, true) => Transports::WebsocketAndPolling,
+                _ => bail!("TRANSPORTS={v}: expected `websocket` or `websocket,polling`"),
+            };
+        }
+        if let Some(v) = get("ALLOW_EIO3") {
+            c.allow_eio3 = parse_bool(&v).with_context(|| format!("ALLOW_EIO3={v}"))?;
+        }
+        c.push_webhook_url = get("PUSH_WEBHOOK_URL");
+        let num = |name: &str, default: u32| -> anyhow::Result<u32> {
+            match get(name) {
+                Some(v) => v.parse().with_context(|| format!("{name}={v} is not a whole number")),
+                None => Ok(default),
+            }
+        };
+        c.message_rate_per_sec = num("RATE_LIMIT_MESSAGES_PER_SEC", c.message_rate_per_sec)?.max(1);
+        c.message_burst = num("RATE_LIMIT_MESSAGE_BURST", c.message_burst)?;
+        c.typing_rate_per_sec = num("RATE_LIMIT_TYPING_PER_SEC", c.typing_rate_per_sec)?.max(1);
+        c.event_rate_per_sec = num("RATE_LIMIT_EVENTS_PER_SEC", c.event_rate_per_sec)?.max(1);
+        c.socket_buffer = num("SOCKET_BUFFER_PACKETS", c.socket_buffer as u32)?.max(16) as usize;
+        c.shutdown_grace = ms("SHUTDOWN_GRACE_MS", c.shutdown_grace)?;
+        Ok(c)
+    }
+}
+
+/// Parses `15m`, `1h`, `30d`, `45s`, `500ms` or plain seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().with_context(|| format!("`{s}` does not start with a number"))?;
+    let secs = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 7 * 86_400,
+        other => bail!("unknown duration unit `{other}` (use ms, s, m, h, d or w)"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn parse_bool(s: &str) -> anyhow::Result<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => bail!("expected true or false"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.host.to_string(), "0.0.0.0");
+        assert_eq!(c.database_url, "sqlite://./data/quckchat.db");
+        assert_eq!(c.ping_interval, Duration::from_secs(10));
+        assert_eq!(c.ping_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_http_buffer_size, 1_000_000);
+        assert_eq!(c.transports, Transports::Websocket);
+        assert!(c.allow_eio3);
+        assert_eq!(c.access_ttl, Duration::from_secs(3600));
+        assert_eq!(c.refresh_ttl, Duration::from_secs(30 * 86_400));
+        assert!(c.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn reads_variables() {
+        let c = cfg(&[
+            ("PORT", "0"),
+            ("JWT_EXPIRES_IN", "15m"),
+            ("TRANSPORTS", "websocket,polling"),
+            ("ALLOW_EIO3", "false"),
+            ("CORS_ORIGIN", "https://a.example, https://b.example"),
+            ("DATABASE_URL", "sqlite:///tmp/x/q.db"),
+        ])
+        .unwrap();
+        assert_eq!(c.port, 0);
+        assert_eq!(c.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.transports, Transports::WebsocketAndPolling);
+        assert!(!c.allow_eio3);
+        assert_eq!(c.cors_origins.len(), 2);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn rejects_malformed_values() {
+        assert!(cfg(&[("PORT", "http")]).is_err());
+        assert!(cfg(&[("JWT_EXPIRES_IN", "soon")]).is_err());
+        assert!(cfg(&[("TRANSPORTS", "carrier-pigeon")]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(2_592_000));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    }
+}

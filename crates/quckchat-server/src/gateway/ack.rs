@@ -1,0 +1,78 @@
+//! The socket boundary's one error type: every refused event is acked as
+//! `{success: false, error: {code, message}}` (CONTRACT §3).
+
+use quckchat_domain::DomainError;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Why an event was refused, as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckError {
+    /// Malformed, wrong-typed or out-of-range input, or an unknown event.
+    InvalidPayload(String),
+    /// Unknown conversation, message or user.
+    NotFound(String),
+    /// Not a member, not the sender, not an admin.
+    Forbidden(String),
+    /// Too fast.
+    RateLimited,
+    /// Conflicts with the current state.
+    Conflict(String),
+    /// Something failed on our side; details are in the log.
+    Internal,
+}
+
+impl AckError {
+    /// The contract's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidPayload(_) => "invalid_payload",
+            Self::NotFound(_) => "not_found",
+            Self::Forbidden(_) => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::Conflict(_) => "conflict",
+            Self::Internal => "internal",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::InvalidPayload(m) | Self::NotFound(m) | Self::Forbidden(m) | Self::Conflict(m) => m.clone(),
+            Self::RateLimited => "rate limited: slow down".into(),
+            Self::Internal => "internal error".into(),
+        }
+    }
+
+    /// The ack body.
+    pub fn to_ack(&self) -> Value {
+        json!({ "success": false, "error": { "code": self.code(), "message": self.message() } })
+    }
+}
+
+impl From<DomainError> for AckError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::InvalidInput(m) => Self::InvalidPayload(m),
+            DomainError::NotFound(what) => Self::NotFound(format!("{what} not found")),
+            DomainError::Forbidden(m) => Self::Forbidden(m.into()),
+            DomainError::Conflict(m) => Self::Conflict(m),
+            DomainError::RateLimited => Self::RateLimited,
+            DomainError::Store(e) => {
+                tracing::error!(error = %e, "store failed while handling an event");
+                Self::Internal
+            }
+        }
+    }
+}
+
+/// A successful ack: `{success: true, ...fields}`.
+pub fn ok_ack(fields: impl Serialize) -> Value {
+    let mut body = serde_json::to_value(fields).unwrap_or(Value::Null);
+    match body.as_object_mut() {
+        Some(map) => {
+            map.insert("success".into(), Value::Bool(true));
+            body
+        }
+        None => json!({ "success": true }),
+    }
+}

@@ -1,0 +1,67 @@
+//! The handshake: every namespace authenticates its sockets here (CONTRACT §3). The
+//! token comes from `auth.token` (with or without `Bearer `), the `?token=` query
+//! (socket.io-client 2.x cannot send `auth`), or the `Authorization` header. Anything
+//! else is refused with a CONNECT_ERROR whose message is `unauthorized`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::http::header::AUTHORIZATION;
+use serde_json::Value;
+use socketioxide::extract::SocketRef;
+use socketioxide::ParserError;
+
+use super::session::SocketCtx;
+use super::{session_room, user_room};
+use crate::auth::{strip_bearer, Principal};
+use crate::state::AppState;
+
+/// The one refusal clients see.
+#[derive(Debug)]
+pub struct Unauthorized;
+
+impl fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("unauthorized")
+    }
+}
+
+/// Finds the token a client presented, in the contract's order of precedence.
+fn presented_token(socket: &SocketRef, auth: &Result<Value, ParserError>) -> Option<String> {
+    if let Ok(auth) = auth
+        && let Some(raw) = auth.get("token").and_then(Value::as_str)
+    {
+        return strip_bearer(raw).map(str::to_string);
+    }
+    let parts = socket.req_parts();
+    if let Some(query) = parts.uri.query()
+        && let Some((_, raw)) = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "token")
+    {
+        return strip_bearer(&raw).map(str::to_string);
+    }
+    let header = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    strip_bearer(header).map(str::to_string)
+}
+
+/// Verifies the presented token and stores the socket's context, joining the rooms
+/// that address it (`user:`, `session:`). Runs before the CONNECT reply, so a socket is
+/// never connected without them.
+pub async fn authenticate(
+    state: &AppState,
+    socket: &SocketRef,
+    auth: &Result<Value, ParserError>,
+    namespace: &'static str,
+) -> Result<Principal, Unauthorized> {
+    let refuse = || {
+        state.metrics.handshake_refused(namespace);
+        Unauthorized
+    };
+    let token = presented_token(socket, auth).ok_or_else(refuse)?;
+    let who = state.auth.verify(&token).await.map_err(|e| {
+        tracing::debug!(error = %e, namespace, "handshake refused");
+        refuse()
+    })?;
+    socket.extensions.insert(Arc::new(SocketCtx::new(who.user_id, who.session_id, &state.config)));
+    socket.join([user_room(who.user_id), session_room(who.session_id)]);
+    Ok(who)
+}

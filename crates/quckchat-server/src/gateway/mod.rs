@@ -1,0 +1,129 @@
+//! The Socket.IO gateway: the handshake, the `/chat` namespace, and the realtime port
+//! implementation. Events become typed commands here and nowhere else.
+
+pub mod ack;
+pub mod chat;
+pub mod drain;
+mod handshake;
+pub mod realtime;
+mod session;
+
+use std::fmt;
+use std::sync::Arc;
+
+use quckchat_domain::{ConversationId, SessionId, UserId};
+use serde_json::Value;
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::SocketIo;
+
+use crate::state::AppState;
+use session::{PresenceGuard, Queued, SocketCtx};
+
+/// The room of every socket of a user.
+pub fn user_room(user: UserId) -> String {
+    format!("user:{user}")
+}
+
+/// The room of every socket opened with one session.
+pub fn session_room(session: SessionId) -> String {
+    format!("session:{session}")
+}
+
+/// The room of a conversation's members' sockets.
+pub fn conversation_room(conversation: ConversationId) -> String {
+    format!("conv:{conversation}")
+}
+
+/// Why a handshake was refused; its text is the CONNECT_ERROR message.
+#[derive(Debug)]
+enum HandshakeError {
+    Unauthorized,
+    Unavailable,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Unavailable => "internal error",
+        })
+    }
+}
+
+/// Registers the namespaces on the Socket.IO server.
+pub fn register(io: &SocketIo, state: AppState) {
+    let state_for_root = state.clone();
+    let on_connect = {
+        let state = state.clone();
+        move |socket: SocketRef| chat_connected(state.clone(), socket)
+    };
+    let handshake = move |socket: SocketRef, TryData(auth): TryData<Value>| {
+        let state = state.clone();
+        async move { chat_handshake(state, socket, auth).await }
+    };
+    io.ns(chat::NAMESPACE, on_connect.with(handshake));
+
+    // socket.io-client 2.x (Engine.IO v3) always joins the root namespace first, with the
+    // token it put in the query. It is authenticated like the others and carries no events.
+    let root = {
+        let state = state_for_root;
+        move |socket: SocketRef, TryData(auth): TryData<Value>| {
+            let state = state.clone();
+            async move {
+                handshake::authenticate(&state, &socket, &auth, "/")
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| HandshakeError::Unauthorized)
+            }
+        }
+    };
+    io.ns("/", (async |_: SocketRef| {}).with(root));
+}
+
+/// Authenticates, joins the user's conversation rooms and installs the event handlers,
+/// all before the CONNECT reply, so that a connected socket already receives its
+/// conversations' events and no early event finds no handler.
+async fn chat_handshake(
+    state: AppState,
+    socket: SocketRef,
+    auth: Result<Value, socketioxide::ParserError>,
+) -> Result<(), HandshakeError> {
+    let who = handshake::authenticate(&state, &socket, &auth, chat::NAMESPACE)
+        .await
+        .map_err(|_| HandshakeError::Unauthorized)?;
+    let conversations = state.chat.conversation_ids(who.user_id).await.map_err(|e| {
+        tracing::error!(error = %e, "handshake: could not list conversations");
+        HandshakeError::Unavailable
+    })?;
+    socket.join(conversations.into_iter().map(conversation_room).collect::<Vec<_>>());
+
+    let on_event = {
+        let state = state.clone();
+        move |s: SocketRef, event: Event, data: TryData<Value>, ack: AckSender, queued: Queued| {
+            chat::on_event(state.clone(), s, event, data, ack, queued)
+        }
+    };
+    socket.on_fallback(on_event);
+    socket.on_disconnect(|s: SocketRef| async move {
+        if let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() {
+            ctx.release_presence();
+        }
+    });
+    Ok(())
+}
+
+/// After the CONNECT reply: count the socket for presence (co-members learn the user is
+/// online on its first socket anywhere).
+async fn chat_connected(state: AppState, socket: SocketRef) {
+    let Some(ctx) = socket.extensions.get::<Arc<SocketCtx>>() else { return };
+    match state.chat.socket_connected(ctx.user).await {
+        Ok(()) => ctx.hold_presence(PresenceGuard::new(
+            state.chat.clone(),
+            state.metrics.clone(),
+            chat::NAMESPACE,
+            ctx.user,
+        )),
+        Err(e) => tracing::error!(user = %ctx.user, error = %e, "could not record presence"),
+    }
+}

@@ -1,0 +1,87 @@
+//! The realtime port over Socket.IO rooms. Every audience maps to rooms, so that the
+//! adapter (local now, Redis in a fleet) reaches sockets wherever they are connected:
+//! `conv:{id}` holds the sockets of a conversation's members, `user:{id}` all of a
+//! user's sockets, `session:{id}` the sockets opened with one login.
+
+use async_trait::async_trait;
+use quckchat_domain::events::ServerEvent;
+use quckchat_domain::realtime::{Audience, Realtime};
+use quckchat_domain::{ConversationId, SessionId, UserId};
+use socketioxide::{BroadcastError, SocketIo};
+
+use super::{conversation_room, session_room, user_room};
+use crate::metrics::Metrics;
+
+/// Delivers domain events through socketioxide.
+pub struct SocketIoRealtime {
+    io: SocketIo,
+    metrics: Metrics,
+}
+
+impl SocketIoRealtime {
+    /// Wraps the Socket.IO server.
+    pub fn new(io: SocketIo, metrics: Metrics) -> Self {
+        Self { io, metrics }
+    }
+
+    fn record(&self, event: &'static str, result: Result<(), BroadcastError>) {
+        match result {
+            Ok(()) => {}
+            Err(BroadcastError::Socket(errors)) => {
+                // A socket whose buffer is full misses this event; the client sees the gap
+                // by `seq` on the next message, or catches up after reconnecting.
+                tracing::warn!(event, sockets = errors.len(), "event not queued for some sockets");
+                self.metrics.broadcast_failed(event, errors.len());
+            }
+            Err(e) => {
+                tracing::error!(event, error = %e, "broadcast failed");
+                self.metrics.broadcast_failed(event, 1);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Realtime for SocketIoRealtime {
+    async fn publish(&self, to: Audience, event: ServerEvent) {
+        let Some(chat) = self.io.of(super::chat::NAMESPACE) else { return };
+        let name = event.name();
+        let ops = match to {
+            Audience::Conversation(c) => chat.to(conversation_room(c)),
+            Audience::ConversationExcept(c, u) => chat.to(conversation_room(c)).except(user_room(u)),
+            Audience::User(u) => chat.to(user_room(u)),
+            Audience::Users(users) => {
+                if users.is_empty() {
+                    return;
+                }
+                chat.to(users.into_iter().map(user_room).collect::<Vec<_>>())
+            }
+        };
+        let result = ops.emit(name, &event).await;
+        self.record(name, result);
+    }
+
+    async fn join_conversation(&self, user: UserId, conversation: ConversationId) {
+        if let Some(chat) = self.io.of(super::chat::NAMESPACE)
+            && let Err(e) = chat.to(user_room(user)).join(conversation_room(conversation)).await
+        {
+            tracing::error!(%user, %conversation, error = %e, "could not join sockets to a conversation");
+        }
+    }
+
+    async fn leave_conversation(&self, user: UserId, conversation: ConversationId) {
+        if let Some(chat) = self.io.of(super::chat::NAMESPACE)
+            && let Err(e) = chat.to(user_room(user)).leave(conversation_room(conversation)).await
+        {
+            tracing::error!(%user, %conversation, error = %e, "could not remove sockets from a conversation");
+        }
+    }
+
+    async fn disconnect_session(&self, session: SessionId) {
+        for ns in self.io.nsps() {
+            if let Err(e) = ns.to(session_room(session)).disconnect().await {
+                tracing::warn!(%session, error = %e, "could not disconnect every socket of a session");
+            }
+        }
+    }
+}

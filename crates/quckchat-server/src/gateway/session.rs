@@ -1,0 +1,183 @@
+//! What the gateway keeps per socket: who it is, its ordered lane, its rate limits,
+//! and the guard that releases its presence however the socket ends.
+
+use std::convert::Infallible;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use quckchat_domain::chat::Chat;
+use quckchat_domain::{SessionId, UserId};
+use socketioxide::adapter::Adapter;
+use socketioxide::handler::FromMessageParts;
+use socketioxide::socket::Socket;
+use socketioxide::handler::Value;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// The most events one socket may have waiting for their turn; more are refused with
+/// `rate_limited` instead of queueing without bound.
+const MAX_QUEUED_EVENTS: u64 = 256;
+
+/// Per-socket context, stored in the socket's extensions at the handshake.
+pub struct SocketCtx {
+    /// The authenticated user.
+    pub user: UserId,
+    /// The session of the token used.
+    pub session: SessionId,
+    /// Runs the socket's events one at a time, in the order received.
+    pub lane: Lane,
+    /// The socket's rate limits.
+    pub limits: Limits,
+    /// Set once presence counted this socket. Taken by the disconnect handler; if that
+    /// never runs, dropping the context (with the socket) releases it all the same.
+    pub presence: Mutex<Option<PresenceGuard>>,
+}
+
+impl SocketCtx {
+    /// A context for a freshly authenticated socket.
+    pub fn new(user: UserId, session: SessionId, config: &Config) -> Self {
+        Self { user, session, lane: Lane::default(), limits: Limits::new(config), presence: Mutex::new(None) }
+    }
+}
+
+/// A ticket lane. socketioxide runs each incoming event in its own task, so the order in
+/// which tasks run is not the order in which the client sent the events. Each event
+/// takes a ticket synchronously while its packet is decoded (in arrival order: one
+/// connection's packets are decoded one after another), and its task waits for that
+/// ticket's turn before doing anything.
+#[derive(Default)]
+pub struct Lane {
+    issued: AtomicU64,
+    served: AtomicU64,
+    turn_changed: Notify,
+}
+
+impl Lane {
+    /// The next ticket, or `None` when too many events are already waiting.
+    fn take(&self) -> Option<u64> {
+        let issued = self.issued.load(Ordering::SeqCst);
+        if issued - self.served.load(Ordering::SeqCst) >= MAX_QUEUED_EVENTS {
+            return None;
+        }
+        self.issued.store(issued + 1, Ordering::SeqCst);
+        Some(issued)
+    }
+
+    /// Waits until `ticket` is the one being served.
+    pub async fn turn(&self, ticket: u64) -> LaneTurn<'_> {
+        loop {
+            // Created before the check, so a hand-over between the check and the await
+            // still wakes us.
+            let changed = self.turn_changed.notified();
+            if self.served.load(Ordering::SeqCst) == ticket {
+                return LaneTurn { lane: self };
+            }
+            changed.await;
+        }
+    }
+}
+
+/// Holding this is having the socket's turn; dropping it (also on panic) passes it on.
+pub struct LaneTurn<'a> {
+    lane: &'a Lane,
+}
+
+impl Drop for LaneTurn<'_> {
+    fn drop(&mut self) {
+        self.lane.served.fetch_add(1, Ordering::SeqCst);
+        self.lane.turn_changed.notify_waiters();
+    }
+}
+
+/// An incoming event's place in its socket's lane, taken while the packet is decoded.
+/// It must be the last extractor of a handler, so that no extractor after it can fail
+/// and leave a ticket that nobody serves.
+pub struct Queued {
+    /// The socket's context (`None` only if the handshake did not store one).
+    pub ctx: Option<Arc<SocketCtx>>,
+    /// The ticket, or `None` when the lane is full.
+    pub ticket: Option<u64>,
+}
+
+impl<A: Adapter> FromMessageParts<A> for Queued {
+    type Error = Infallible;
+
+    fn from_message_parts(s: &Arc<Socket<A>>, _: &mut Value, _: &Option<i64>) -> Result<Self, Infallible> {
+        let ctx = s.extensions.get::<Arc<SocketCtx>>();
+        let ticket = ctx.as_ref().and_then(|c| c.lane.take());
+        Ok(Self { ctx, ticket })
+    }
+}
+
+impl SocketCtx {
+    /// Arms the presence release for this socket.
+    pub fn hold_presence(&self, guard: PresenceGuard) {
+        *self.presence.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    }
+
+    /// Releases this socket's presence now (the socket is going).
+    pub fn release_presence(&self) {
+        let guard = self.presence.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(guard);
+    }
+}
+
+/// Per-socket token buckets.
+pub struct Limits {
+    /// `message:send`, `message:edit`, `message:delete`.
+    pub messages: DefaultDirectRateLimiter,
+    /// `user:typing`, `user:stop-typing`.
+    pub typing: DefaultDirectRateLimiter,
+    /// Everything else.
+    pub other: DefaultDirectRateLimiter,
+}
+
+impl Limits {
+    fn new(config: &Config) -> Self {
+        let per_sec = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        Self {
+            messages: RateLimiter::direct(
+                Quota::per_second(per_sec(config.message_rate_per_sec))
+                    .allow_burst(per_sec(config.message_rate_per_sec + config.message_burst)),
+            ),
+            typing: RateLimiter::direct(Quota::per_second(per_sec(config.typing_rate_per_sec))),
+            other: RateLimiter::direct(Quota::per_second(per_sec(config.event_rate_per_sec))),
+        }
+    }
+}
+
+/// Releases one counted socket of a user when dropped: the socket's context goes when
+/// socketioxide drops the socket, however it ended (client close, heartbeat timeout,
+/// kick, server shutdown), so presence cannot leak.
+pub struct PresenceGuard {
+    chat: Arc<Chat>,
+    metrics: Metrics,
+    namespace: &'static str,
+    user: UserId,
+}
+
+impl PresenceGuard {
+    /// Counts the socket (the caller has already told presence) and arms the release.
+    pub fn new(chat: Arc<Chat>, metrics: Metrics, namespace: &'static str, user: UserId) -> Self {
+        metrics.socket_gauge(namespace, 1.0);
+        Self { chat, metrics, namespace, user }
+    }
+}
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        self.metrics.socket_gauge(self.namespace, -1.0);
+        let (chat, user) = (self.chat.clone(), self.user);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = chat.socket_disconnected(user).await {
+                    tracing::warn!(%user, error = %e, "could not record a socket leaving");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! QuckChat's server: configuration, the REST API, the Socket.IO gateway, the push
+//! worker, and start-up. The binary `quckchat` is a thin `main` over [`Server`].
+
+pub mod auth;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod metered_store;
+pub mod metrics;
+pub mod push;
+pub mod startup;
+pub mod state;
+
+pub use config::Config;
+pub use startup::Server;

@@ -1,0 +1,175 @@
+//! Building the server apart from serving it: [`Server::build`] opens the store, wires
+//! the services and binds the listener (port 0 in tests) and reports the address;
+//! [`Server::run_until_stopped`] serves until the shutdown future resolves, then drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use quckchat_domain::chat::Chat;
+use quckchat_domain::presence::LocalPresence;
+use quckchat_domain::store::Store;
+use socketioxide::{SocketIo, TransportType};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::auth::{Auth, JwtKeys};
+use crate::config::{Config, Transports};
+use crate::gateway::drain::Drain;
+use crate::gateway::realtime::SocketIoRealtime;
+use crate::metered_store::MeteredStore;
+use crate::metrics::Metrics;
+use crate::push::{PushPolicy, PushWorker};
+use crate::state::AppState;
+
+/// A built, bound server, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    io: SocketIo,
+    state: AppState,
+    push: Option<PushWorker>,
+}
+
+/// Opens the store a `DATABASE_URL` names.
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        let store = quckchat_store_sqlite::SqliteStore::connect(url)
+            .await
+            .with_context(|| format!("opening the SQLite store at {url}"))?;
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!("DATABASE_URL `{url}`: only sqlite:// is supported by this build")
+    }
+}
+
+impl Server {
+    /// Builds the server with the default push policy.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, PushPolicy::default()).await
+    }
+
+    /// Builds the server; `push_policy` tunes the outbox worker (tests shorten it).
+    pub async fn build_with(config: Config, push_policy: PushPolicy) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(open_store(&config.database_url).await?, metrics.clone()));
+        let keys = JwtKeys::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
+
+        let transports: &[TransportType] = match config.transports {
+            Transports::Websocket => &[TransportType::Websocket],
+            Transports::WebsocketAndPolling => &[TransportType::Polling, TransportType::Websocket],
+        };
+        let builder = SocketIo::builder()
+            .ping_interval(config.ping_interval)
+            .ping_timeout(config.ping_timeout)
+            .max_payload(config.max_http_buffer_size)
+            .ws_max_message_size(config.max_http_buffer_size as usize)
+            .ws_max_frame_size(config.max_http_buffer_size as usize)
+            .max_buffer_size(config.socket_buffer)
+            .connect_timeout(Duration::from_secs(45));
+        let builder = if transports.len() == 1 {
+            builder.transports([TransportType::Websocket])
+        } else {
+            builder.transports([TransportType::Polling, TransportType::Websocket])
+        };
+        let (io_layer, io) = builder.build_layer();
+
+        let push_queued = Arc::new(Notify::new());
+        let realtime = Arc::new(SocketIoRealtime::new(io.clone(), metrics.clone()));
+        let chat = Arc::new(Chat::new(store.clone(), realtime.clone(), Arc::new(LocalPresence::new()), push_queued.clone()));
+        let auth = Arc::new(Auth::new(store.clone(), realtime, keys, config.access_ttl, config.refresh_ttl));
+        let config = Arc::new(config);
+        let state = AppState { chat, auth, store: store.clone(), metrics: metrics.clone(), drain: Drain::new(), config: config.clone() };
+        crate::gateway::register(&io, state.clone());
+
+        let push = config
+            .push_webhook_url
+            .clone()
+            .map(|url| PushWorker::new(store.clone(), url, push_queued, metrics.clone(), push_policy));
+
+        let allow_eio3 = config.allow_eio3;
+        let router = crate::http::router(state.clone(), config.max_http_buffer_size as usize)
+            .layer(io_layer)
+            .layer(middleware::from_fn(move |req: Request, next: Next| refuse_eio3(allow_eio3, req, next)))
+            .layer(cors(&config.cors_origins));
+
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        Ok(Self { listener, router, io, state, push })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The services (tests reach the store through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then: stops accepting, lets socket events in
+    /// flight finish and ack (new ones are refused), closes every socket, stops the push
+    /// worker after its current job, and returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, router, io, state, push } = self;
+        let stop_push = CancellationToken::new();
+        let push_task = push.map(|worker| tokio::spawn(worker.run(stop_push.clone())));
+        let grace = state.config.shutdown_grace;
+        let drain = state.drain.clone();
+
+        let graceful = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining socket events");
+            let left = drain.drain(grace).await;
+            if left > 0 {
+                tracing::warn!(left, "shutdown grace ran out with events still running");
+            }
+            io.close().await;
+            tracing::info!("sockets closed");
+        };
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(graceful)
+            .await
+            .context("serving")?;
+        stop_push.cancel();
+        if let Some(task) = push_task {
+            let _ = tokio::time::timeout(grace, task).await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Engine.IO v3 (socket.io-client 2.x) is refused with 400 unless `ALLOW_EIO3` is set.
+async fn refuse_eio3(allow: bool, request: Request, next: Next) -> Response {
+    if !allow
+        && request.uri().path().starts_with("/socket.io")
+        && request.uri().query().is_some_and(|q| q.split('&').any(|p| p == "EIO=3"))
+    {
+        return (StatusCode::BAD_REQUEST, "Engine.IO v3 is not accepted here (ALLOW_EIO3=false)").into_response();
+    }
+    next.run(request).await
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600));
+    if origins.is_empty() {
+        base.allow_origin(Any)
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        base.allow_origin(AllowOrigin::list(list)).allow_credentials(true)
+    }
+}

@@ -1,0 +1,351 @@
+//! Conversations and their participants.
+
+use std::collections::HashMap;
+
+use quckchat_domain::model::{
+    Conversation, ConversationKind, NewConversation, Participant, Role, Timestamp,
+};
+use quckchat_domain::store::StoreResult;
+use quckchat_domain::{ConversationId, StoreError, UserId};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::codec::{corrupt, db, id, id_list, ms, opt_time, time};
+
+/// The columns of a conversation as viewer `?1` sees it (`unread` being theirs), from
+/// `conversations c`.
+macro_rules! conversation_columns {
+    () => {
+        "c.id, c.kind, c.name, c.avatar, c.created_by, c.created_at, c.last_message_at, c.last_seq,
+         (SELECT COUNT(*)
+            FROM participants v
+            JOIN messages m ON m.conversation_id = v.conversation_id AND m.seq > v.last_read_seq
+           WHERE v.conversation_id = c.id AND v.user_id = ?1
+             AND m.sender_id <> v.user_id AND m.deleted_at IS NULL) AS unread"
+    };
+}
+
+/// The key that makes a single conversation unique per pair, whichever way round.
+pub(crate) fn single_key(a: UserId, b: UserId) -> String {
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    format!("{low}:{high}")
+}
+
+fn role(s: &str) -> StoreResult<Role> {
+    Role::parse(s).ok_or_else(|| corrupt(format!("role {s:?}")))
+}
+
+/// A conversation row, its participants still to be filled in.
+fn conversation_from_row(row: &SqliteRow) -> StoreResult<Conversation> {
+    let kind: String = row.try_get("kind").map_err(db)?;
+    Ok(Conversation {
+        id: id(row.try_get("id").map_err(db)?)?,
+        kind: ConversationKind::parse(&kind)
+            .ok_or_else(|| corrupt(format!("conversation kind {kind:?}")))?,
+        name: row.try_get("name").map_err(db)?,
+        avatar: row.try_get("avatar").map_err(db)?,
+        participants: Vec::new(),
+        created_by: id(row.try_get("created_by").map_err(db)?)?,
+        created_at: time(row.try_get("created_at").map_err(db)?)?,
+        last_message_at: opt_time(row.try_get("last_message_at").map_err(db)?)?,
+        last_seq: row.try_get("last_seq").map_err(db)?,
+        unread_count: row.try_get("unread").map_err(db)?,
+    })
+}
+
+/// Decodes conversation rows and fills in every participant list with one query.
+async fn with_participants(
+    conn: &mut SqliteConnection,
+    rows: Vec<SqliteRow>,
+) -> StoreResult<Vec<Conversation>> {
+    let mut conversations = rows
+        .iter()
+        .map(conversation_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    if conversations.is_empty() {
+        return Ok(conversations);
+    }
+    let participant_rows = sqlx::query(
+        "SELECT p.conversation_id, p.user_id, p.role, p.joined_at, p.last_read_seq
+           FROM participants p
+           JOIN conversations c ON c.id = p.conversation_id
+          WHERE p.conversation_id IN (SELECT value FROM json_each(?1))
+          ORDER BY p.conversation_id, p.user_id = c.created_by DESC, p.joined_at, p.rowid",
+    )
+    .bind(id_list(conversations.iter().map(|c| c.id)))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let mut by_conversation: HashMap<ConversationId, Vec<Participant>> = HashMap::new();
+    for row in &participant_rows {
+        let conversation: ConversationId = id(row.try_get("conversation_id").map_err(db)?)?;
+        let role_name: String = row.try_get("role").map_err(db)?;
+        by_conversation
+            .entry(conversation)
+            .or_default()
+            .push(Participant {
+                user_id: id(row.try_get("user_id").map_err(db)?)?,
+                role: role(&role_name)?,
+                joined_at: time(row.try_get("joined_at").map_err(db)?)?,
+                last_read_seq: row.try_get("last_read_seq").map_err(db)?,
+            });
+    }
+    for conversation in &mut conversations {
+        conversation.participants = by_conversation.remove(&conversation.id).unwrap_or_default();
+    }
+    Ok(conversations)
+}
+
+pub(crate) async fn create_conversation(
+    pool: &SqlitePool,
+    new: NewConversation,
+) -> StoreResult<()> {
+    let key = match (new.kind, new.participants.as_slice()) {
+        (ConversationKind::Single, [(a, _), (b, _)]) => Some(single_key(*a, *b)),
+        (ConversationKind::Single, _) => {
+            return Err(StoreError::Conflict(
+                "a single conversation has exactly two participants".into(),
+            ));
+        }
+        (ConversationKind::Group, _) => None,
+    };
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    let inserted = sqlx::query(
+        "INSERT INTO conversations (id, kind, name, avatar, created_by, created_at, last_activity_at, single_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+    )
+    .bind(new.id.to_string())
+    .bind(new.kind.as_str())
+    .bind(&new.name)
+    .bind(&new.avatar)
+    .bind(new.created_by.to_string())
+    .bind(ms(new.created_at))
+    .bind(key)
+    .execute(&mut *tx)
+    .await
+    .map_err(db);
+    match inserted {
+        Ok(_) => {}
+        Err(StoreError::Conflict(why)) if why.contains("single_key") => {
+            return Err(StoreError::Conflict(
+                "these two users already have a single conversation".into(),
+            ));
+        }
+        Err(e) => return Err(e),
+    }
+    for (user, role) in &new.participants {
+        sqlx::query(
+            "INSERT INTO participants (conversation_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(new.id.to_string())
+        .bind(user.to_string())
+        .bind(role.as_str())
+        .bind(ms(new.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+pub(crate) async fn single_between(
+    pool: &SqlitePool,
+    a: UserId,
+    b: UserId,
+    viewer: UserId,
+) -> StoreResult<Option<Conversation>> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        conversation_columns!(),
+        " FROM conversations c WHERE c.single_key = ?2"
+    ))
+    .bind(viewer.to_string())
+    .bind(single_key(a, b))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    let found = with_participants(&mut tx, rows).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(found.into_iter().next())
+}
+
+pub(crate) async fn conversation(
+    pool: &SqlitePool,
+    conversation: ConversationId,
+    viewer: UserId,
+) -> StoreResult<Option<Conversation>> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        conversation_columns!(),
+        " FROM conversations c WHERE c.id = ?2"
+    ))
+    .bind(viewer.to_string())
+    .bind(conversation.to_string())
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    let found = with_participants(&mut tx, rows).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(found.into_iter().next())
+}
+
+pub(crate) async fn conversations_of(
+    pool: &SqlitePool,
+    user: UserId,
+    before: Option<Timestamp>,
+    limit: u32,
+) -> StoreResult<Vec<Conversation>> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        conversation_columns!(),
+        " FROM participants me
+          JOIN conversations c ON c.id = me.conversation_id
+         WHERE me.user_id = ?1 AND (?2 IS NULL OR c.last_activity_at < ?2)
+         ORDER BY c.last_activity_at DESC, c.id DESC
+         LIMIT ?3"
+    ))
+    .bind(user.to_string())
+    .bind(before.map(ms))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    let found = with_participants(&mut tx, rows).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(found)
+}
+
+pub(crate) async fn member_role(
+    pool: &SqlitePool,
+    conversation: ConversationId,
+    user: UserId,
+) -> StoreResult<Option<Role>> {
+    let name: Option<String> = sqlx::query_scalar(
+        "SELECT role FROM participants WHERE conversation_id = ?1 AND user_id = ?2",
+    )
+    .bind(conversation.to_string())
+    .bind(user.to_string())
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    name.as_deref().map(role).transpose()
+}
+
+pub(crate) async fn conversation_ids_of(
+    pool: &SqlitePool,
+    user: UserId,
+) -> StoreResult<Vec<ConversationId>> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT conversation_id FROM participants WHERE user_id = ?1")
+            .bind(user.to_string())
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
+    ids.iter().map(|s| id(s)).collect()
+}
+
+pub(crate) async fn co_members_of(pool: &SqlitePool, user: UserId) -> StoreResult<Vec<UserId>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT other.user_id
+           FROM participants me
+           JOIN participants other ON other.conversation_id = me.conversation_id
+          WHERE me.user_id = ?1 AND other.user_id <> ?1",
+    )
+    .bind(user.to_string())
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    ids.iter().map(|s| id(s)).collect()
+}
+
+pub(crate) async fn update_conversation(
+    pool: &SqlitePool,
+    conversation: ConversationId,
+    name: Option<String>,
+    avatar: Option<String>,
+) -> StoreResult<()> {
+    let done = sqlx::query(
+        "UPDATE conversations SET name = COALESCE(?2, name), avatar = COALESCE(?3, avatar) WHERE id = ?1",
+    )
+    .bind(conversation.to_string())
+    .bind(name)
+    .bind(avatar)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+pub(crate) async fn add_members(
+    pool: &SqlitePool,
+    conversation: ConversationId,
+    users: &[UserId],
+    at: Timestamp,
+) -> StoreResult<Vec<UserId>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = ?1")
+        .bind(conversation.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let mut added = Vec::new();
+    for user in users {
+        let done = sqlx::query(
+            "INSERT INTO participants (conversation_id, user_id, role, joined_at) VALUES (?1, ?2, 'member', ?3)
+             ON CONFLICT (conversation_id, user_id) DO NOTHING",
+        )
+        .bind(conversation.to_string())
+        .bind(user.to_string())
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 1 {
+            added.push(*user);
+        }
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(added)
+}
+
+pub(crate) async fn remove_member(
+    pool: &SqlitePool,
+    conversation: ConversationId,
+    user: UserId,
+) -> StoreResult<bool> {
+    let done = sqlx::query("DELETE FROM participants WHERE conversation_id = ?1 AND user_id = ?2")
+        .bind(conversation.to_string())
+        .bind(user.to_string())
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn promote_to_admin(
+    pool: &SqlitePool,
+    conversation: ConversationId,
+    user: UserId,
+) -> StoreResult<()> {
+    let done = sqlx::query(
+        "UPDATE participants SET role = 'admin' WHERE conversation_id = ?1 AND user_id = ?2",
+    )
+    .bind(conversation.to_string())
+    .bind(user.to_string())
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
