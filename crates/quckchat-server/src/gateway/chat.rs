@@ -220,7 +220,7 @@ pub async fn on_event(
     let (name, class) = match known_event(&event) {
         Some(known) => known,
         None => {
-            tracing::debug!(event = %event.chars().take(64).collect::<String>(), "unknown /chat event");
+            tracing::info!(event = %event.chars().take(64).collect::<String>(), "unknown /chat event refused");
             state.metrics.event(NAMESPACE, "unknown", "invalid_payload");
             let _ = ack.send(&AckError::InvalidPayload("unknown event".into()).to_ack());
             if let Some(ticket) = queued.ticket {
@@ -258,7 +258,10 @@ pub async fn on_event(
         };
         state.metrics.event(NAMESPACE, name, outcome);
         let body = result.unwrap_or_else(|e| {
-            tracing::debug!(code = e.code(), "event refused");
+            match &e {
+                AckError::InvalidPayload(reason) => tracing::info!(%reason, "malformed event refused"),
+                other => tracing::debug!(code = other.code(), "event refused"),
+            }
             e.to_ack()
         });
         if let Err(e) = ack.send(&body) {
