@@ -77,3 +77,7 @@ id_type!(
     /// A job in the push outbox.
     PushJobId
 );
+id_type!(
+    /// A call.
+    CallId
+);

@@ -6,6 +6,9 @@
 //! transport to the [`realtime::Realtime`] port and every store crate implements
 //! [`store::Store`]; the services here ([`chat::Chat`]) hold only those trait objects.
 
+pub mod call_model;
+pub mod call_store;
+pub mod calls;
 pub mod chat;
 pub mod error;
 pub mod events;
@@ -18,4 +21,4 @@ pub mod store;
 pub mod values;
 
 pub use error::{DomainError, StoreError};
-pub use ids::{ConversationId, MessageId, PushJobId, SessionId, UserId};
+pub use ids::{CallId, ConversationId, MessageId, PushJobId, SessionId, UserId};

@@ -18,9 +18,33 @@ pub enum Audience {
     User(UserId),
     /// Every socket of each of these users (each socket once).
     Users(Vec<UserId>),
+    /// One socket.
+    Device(DeviceId),
+    /// Every socket of a user but one.
+    UserExceptDevice(UserId, DeviceId),
 }
 
-/// Delivery to connected clients, wherever they are connected.
+/// One connected socket, as the domain sees it: opaque, unique while it lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceId(pub String);
+
+impl std::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user's connected socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Device {
+    /// Whose.
+    pub user: UserId,
+    /// Which socket.
+    pub id: DeviceId,
+}
+
+/// Delivery to connected clients, wherever they are connected. Each event belongs to a
+/// [`crate::events::Channel`] (chat or calls) and reaches only sockets of that channel.
 ///
 /// Delivery is best effort by design: a client that misses an event (a full buffer, a
 /// dropped connection) notices the gap by `seq` and fills it from the history. Errors

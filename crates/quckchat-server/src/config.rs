@@ -58,6 +58,16 @@ pub struct Config {
     pub socket_buffer: usize,
     /// How long shutdown waits for in-flight work.
     pub shutdown_grace: Duration,
+    /// How long a call rings before it is `missed`.
+    pub ring_timeout: Duration,
+    /// STUN server URLs handed to clients.
+    pub stun_urls: Vec<String>,
+    /// TURN server URLs; with `turn_secret`, clients get per-user TURN credentials.
+    pub turn_urls: Vec<String>,
+    /// The shared secret of the TURN server (coturn `static-auth-secret`).
+    pub turn_secret: Option<String>,
+    /// How long minted TURN credentials stay valid.
+    pub turn_ttl: Duration,
 }
 
 impl Default for Config {
@@ -83,6 +93,11 @@ impl Default for Config {
             event_rate_per_sec: 50,
             socket_buffer: 1024,
             shutdown_grace: Duration::from_secs(10),
+            ring_timeout: Duration::from_millis(45_000),
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl: Duration::from_secs(86_400),
         }
     }
 }
@@ -165,6 +180,21 @@ impl Config {
         c.event_rate_per_sec = num("RATE_LIMIT_EVENTS_PER_SEC", c.event_rate_per_sec)?.max(1);
         c.socket_buffer = num("SOCKET_BUFFER_PACKETS", c.socket_buffer as u32)?.max(16) as usize;
         c.shutdown_grace = ms("SHUTDOWN_GRACE_MS", c.shutdown_grace)?;
+        c.ring_timeout = ms("RING_TIMEOUT_MS", c.ring_timeout)?;
+        let list = |name: &str| -> Vec<String> {
+            get(name)
+                .map(|v| v.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect())
+                .unwrap_or_default()
+        };
+        c.stun_urls = list("STUN_URLS");
+        c.turn_urls = list("TURN_URLS");
+        c.turn_secret = get("TURN_SECRET");
+        if let Some(v) = get("TURN_TTL") {
+            c.turn_ttl = parse_duration(&v).with_context(|| format!("TURN_TTL={v}"))?;
+        }
+        if !c.turn_urls.is_empty() && c.turn_secret.is_none() {
+            bail!("TURN_URLS is set but TURN_SECRET is not: TURN credentials cannot be minted");
+        }
         Ok(c)
     }
 }
@@ -219,6 +249,8 @@ mod tests {
         assert_eq!(c.access_ttl, Duration::from_secs(3600));
         assert_eq!(c.refresh_ttl, Duration::from_secs(30 * 86_400));
         assert!(c.cors_origins.is_empty());
+        assert_eq!(c.ring_timeout, Duration::from_secs(45));
+        assert!(c.turn_urls.is_empty() && c.stun_urls.is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod ice;
 pub mod metered_store;
 pub mod metrics;
 pub mod push;

@@ -1,11 +1,13 @@
-//! A [`Store`] decorator that times every call into the `quckchat_store_seconds`
-//! histogram, whatever the backend.
+//! A decorator of both store ports ([`Store`], [`CallStore`]) that times every call into
+//! the `quckchat_store_seconds` histogram, whatever the backend.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use quckchat_domain::ids::{ConversationId, MessageId, PushJobId, SessionId, UserId};
+use quckchat_domain::call_model::Call;
+use quckchat_domain::call_store::CallStore;
+use quckchat_domain::ids::{CallId, ConversationId, MessageId, PushJobId, SessionId, UserId};
 use quckchat_domain::model::{
     Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob, Role, Session,
     Timestamp, User,
@@ -17,33 +19,36 @@ use crate::metrics::Metrics;
 /// Times every call of the store inside.
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
+    calls: Arc<dyn CallStore>,
     metrics: Metrics,
 }
 
 impl MeteredStore {
-    /// Wraps a store.
-    pub fn new(inner: Arc<dyn Store>, metrics: Metrics) -> Self {
-        Self { inner, metrics }
+    /// Wraps a backend (its chat and call halves).
+    pub fn new(inner: Arc<dyn Store>, calls: Arc<dyn CallStore>, metrics: Metrics) -> Self {
+        Self { inner, calls, metrics }
     }
 }
 
 macro_rules! metered {
-    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)* ) -> $ret:ty; )*) => {
+    ($trait:ident { $( fn $name:ident(&self $(, $arg:ident : $ty:ty)* ) -> $ret:ty; )* }) => {
         #[async_trait]
-        impl Store for MeteredStore {
+        impl $trait for MeteredStore {
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> StoreResult<$ret> {
                     let started = Instant::now();
-                    let result = self.inner.$name($($arg),*).await;
+                    let result = metered!(@inner self, $trait).$name($($arg),*).await;
                     self.metrics.store_call(stringify!($name), started);
                     result
                 }
             )*
         }
     };
+    (@inner $self:ident, Store) => { $self.inner };
+    (@inner $self:ident, CallStore) => { $self.calls };
 }
 
-metered! {
+metered! { Store {
     fn create_user(&self, user: NewUser) -> User;
     fn user(&self, id: UserId) -> Option<User>;
     fn users(&self, ids: &[UserId]) -> Vec<User>;
@@ -80,4 +85,13 @@ metered! {
     fn push_failed(&self, id: PushJobId, error: &str, next_attempt_at: Timestamp, give_up: bool, at: Timestamp) -> ();
     fn pushes_for(&self, user: UserId) -> Vec<PushJob>;
     fn ping(&self) -> ();
-}
+}}
+
+metered! { CallStore {
+    fn create_call(&self, call: &Call) -> ();
+    fn call(&self, id: CallId) -> Option<Call>;
+    fn save_call(&self, call: &Call, expected_version: i64) -> bool;
+    fn calls_of_conversation(&self, conversation: ConversationId, before: Option<Timestamp>, limit: u32) -> Vec<Call>;
+    fn live_calls_of(&self, user: UserId) -> Vec<Call>;
+    fn live_calls(&self) -> Vec<Call>;
+}}

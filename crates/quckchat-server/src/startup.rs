@@ -13,6 +13,8 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use quckchat_domain::call_store::CallStore;
+use quckchat_domain::calls::Calls;
 use quckchat_domain::chat::Chat;
 use quckchat_domain::presence::LocalPresence;
 use quckchat_domain::store::Store;
@@ -26,6 +28,7 @@ use crate::auth::{Auth, JwtKeys};
 use crate::config::{Config, Transports};
 use crate::gateway::drain::Drain;
 use crate::gateway::realtime::SocketIoRealtime;
+use crate::ice::IceProvider;
 use crate::metered_store::MeteredStore;
 use crate::metrics::Metrics;
 use crate::push::{PushPolicy, PushWorker};
@@ -40,13 +43,23 @@ pub struct Server {
     push: Option<PushWorker>,
 }
 
+/// A storage backend: its chat half and its call half (usually one object).
+pub struct Backend {
+    /// Users, conversations, messages, the push outbox.
+    pub store: Arc<dyn Store>,
+    /// Calls.
+    pub calls: Arc<dyn CallStore>,
+}
+
 /// Opens the store a `DATABASE_URL` names.
-pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(url: &str) -> anyhow::Result<Backend> {
     if url.starts_with("sqlite:") {
-        let store = quckchat_store_sqlite::SqliteStore::connect(url)
-            .await
-            .with_context(|| format!("opening the SQLite store at {url}"))?;
-        Ok(Arc::new(store))
+        let store = Arc::new(
+            quckchat_store_sqlite::SqliteStore::connect(url)
+                .await
+                .with_context(|| format!("opening the SQLite store at {url}"))?,
+        );
+        Ok(Backend { store: store.clone(), calls: store })
     } else {
         anyhow::bail!("DATABASE_URL `{url}`: only sqlite:// is supported by this build")
     }
@@ -61,7 +74,9 @@ impl Server {
     /// Builds the server; `push_policy` tunes the outbox worker (tests shorten it).
     pub async fn build_with(config: Config, push_policy: PushPolicy) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(open_store(&config.database_url).await?, metrics.clone()));
+        let backend = open_store(&config.database_url).await?;
+        let metered = Arc::new(MeteredStore::new(backend.store, backend.calls, metrics.clone()));
+        let (store, call_store): (Arc<dyn Store>, Arc<dyn CallStore>) = (metered.clone(), metered);
         let keys = JwtKeys::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
 
         let transports: &[TransportType] = match config.transports {
@@ -86,9 +101,32 @@ impl Server {
         let push_queued = Arc::new(Notify::new());
         let realtime = Arc::new(SocketIoRealtime::new(io.clone(), metrics.clone()));
         let chat = Arc::new(Chat::new(store.clone(), realtime.clone(), Arc::new(LocalPresence::new()), push_queued.clone()));
+        let calls = Calls::new(
+            store.clone(),
+            call_store,
+            chat.clone(),
+            realtime.clone(),
+            Arc::new(LocalPresence::new()),
+            config.ring_timeout,
+            push_queued.clone(),
+        );
+        let settled = calls.settle_after_restart().await.context("settling calls left by the previous run")?;
+        if settled > 0 {
+            tracing::info!(settled, "calls left ringing or active by the previous run were ended");
+        }
         let auth = Arc::new(Auth::new(store.clone(), realtime, keys, config.access_ttl, config.refresh_ttl));
+        let ice = IceProvider::new(&config);
         let config = Arc::new(config);
-        let state = AppState { chat, auth, store: store.clone(), metrics: metrics.clone(), drain: Drain::new(), config: config.clone() };
+        let state = AppState {
+            chat,
+            calls,
+            ice,
+            auth,
+            store: store.clone(),
+            metrics: metrics.clone(),
+            drain: Drain::new(),
+            config: config.clone(),
+        };
         crate::gateway::register(&io, state.clone());
 
         let push = config

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use quckchat_domain::calls::Calls;
 use quckchat_domain::chat::Chat;
 use quckchat_domain::store::Store;
 
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::gateway::drain::Drain;
+use crate::ice::IceProvider;
 use crate::metrics::Metrics;
 
 /// Shared, cheaply cloned handles.
@@ -16,6 +18,10 @@ use crate::metrics::Metrics;
 pub struct AppState {
     /// Conversations, messages, presence.
     pub chat: Arc<Chat>,
+    /// Calls and their signaling.
+    pub calls: Arc<Calls>,
+    /// ICE servers and TURN credentials.
+    pub ice: IceProvider,
     /// Accounts and sessions.
     pub auth: Arc<Auth>,
     /// The store (health checks).

@@ -1,4 +1,4 @@
-//! The embedded SQLite store behind QuckChat's [`Store`] port.
+//! The embedded SQLite store behind QuckChat's [`Store`] and [`CallStore`] ports.
 //!
 //! One file (or an in-memory database for tests) in WAL mode. Every write that reads
 //! before it writes runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's single
@@ -6,6 +6,7 @@
 //! what keeps `seq` gap-free and `clientMessageId` idempotent under concurrent appends.
 //! The schema lives in `migrations/` and is applied by [`SqliteStore::connect`].
 
+mod calls;
 mod codec;
 mod conversations;
 mod messages;
@@ -17,12 +18,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use quckchat_domain::call_model::Call;
+use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
     Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob,
     Role, Session, Timestamp, User,
 };
 use quckchat_domain::store::{Credentials, HistoryCursor, Store, StoreResult};
-use quckchat_domain::{ConversationId, MessageId, PushJobId, SessionId, UserId};
+use quckchat_domain::{CallId, ConversationId, MessageId, PushJobId, SessionId, UserId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
@@ -339,6 +342,38 @@ impl Store for SqliteStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl CallStore for SqliteStore {
+    async fn create_call(&self, call: &Call) -> StoreResult<()> {
+        calls::create_call(&self.pool, call).await
+    }
+
+    async fn call(&self, id: CallId) -> StoreResult<Option<Call>> {
+        calls::call(&self.pool, id).await
+    }
+
+    async fn save_call(&self, call: &Call, expected_version: i64) -> StoreResult<bool> {
+        calls::save_call(&self.pool, call, expected_version).await
+    }
+
+    async fn calls_of_conversation(
+        &self,
+        conversation: ConversationId,
+        before: Option<Timestamp>,
+        limit: u32,
+    ) -> StoreResult<Vec<Call>> {
+        calls::calls_of_conversation(&self.pool, conversation, before, limit).await
+    }
+
+    async fn live_calls_of(&self, user: UserId) -> StoreResult<Vec<Call>> {
+        calls::live_calls_of(&self.pool, user).await
+    }
+
+    async fn live_calls(&self) -> StoreResult<Vec<Call>> {
+        calls::live_calls(&self.pool).await
     }
 }
 

@@ -1,17 +1,22 @@
 //! The store conformance suite: what every QuckChat store backend must do, written once
-//! against the [`Store`](quckchat_domain::store::Store) port.
+//! against the store ports, [`Store`](quckchat_domain::store::Store) and
+//! [`CallStore`](quckchat_domain::call_store::CallStore).
 //!
-//! Each case is a plain `pub async fn case(store: Arc<dyn Store>)` that panics when the
-//! backend breaks the contract, and expects a fresh, empty store. A backend runs every
-//! case, each as its own test, with one line in its integration tests:
+//! Each case is a plain `pub async fn case(store: DynStore)` that panics when the
+//! backend breaks the contract, and expects a fresh, empty store. [`DynStore`] is an
+//! `Arc<dyn Backend>`, and [`Backend`] is implemented for every type that implements
+//! both ports, so cases reach chat storage and call storage through the one handle.
+//! A backend runs every case, each as its own test, with one line in its integration
+//! tests:
 //!
 //! ```ignore
 //! quckchat_store_tests::conformance_suite!(async { fresh_store().await });
 //! ```
 //!
-//! The expression is evaluated once per case and awaited; its output must coerce to an
-//! `Arc<dyn Store>` (an `Arc<MyStore>` does). Attributes written before it are put on
-//! every generated test, so a backend that needs a server can be skipped by default:
+//! The expression is evaluated once per case and awaited; its output must coerce to a
+//! [`DynStore`] (an `Arc<MyStore>` does when `MyStore` implements both `Store` and
+//! `CallStore`). Attributes written before it are put on every generated test, so a
+//! backend that needs a server can be skipped by default:
 //!
 //! ```ignore
 //! quckchat_store_tests::conformance_suite!(
@@ -25,6 +30,7 @@
 //! with two workers, so that the concurrency cases race for real. The calling crate needs
 //! `tokio` (with the `macros` and `rt-multi-thread` features) among its dev-dependencies.
 
+pub mod calls;
 pub mod conversations;
 pub mod messages;
 pub mod pushes;
@@ -32,6 +38,8 @@ pub mod receipts_reactions;
 pub mod sessions;
 pub mod support;
 pub mod users;
+
+pub use support::{Backend, DynStore};
 
 /// Expands to one `#[tokio::test]` per conformance case; see the [crate docs](crate).
 #[macro_export]
@@ -100,6 +108,16 @@ macro_rules! conformance_suite {
             pushes_for_lists_user_jobs_oldest_first,
             enqueue_standalone_call_jobs,
         ]);
+        $crate::__conformance_module!(calls $attrs $make; [
+            create_and_fetch,
+            unknown_call_is_none,
+            save_with_current_version,
+            save_with_stale_version_changes_nothing,
+            concurrent_saves_one_wins,
+            calls_of_conversation_newest_first,
+            live_calls_of_user,
+            live_calls_are_ringing_or_active,
+        ]);
     };
     ($($input:tt)*) => {
         $crate::conformance_suite!(@attrs [] $($input)*);
@@ -128,14 +146,8 @@ macro_rules! __conformance_case {
         #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
         $($attrs)*
         async fn $case() {
-            let store: ::std::sync::Arc<dyn $crate::__private::Store> = ($make).await;
+            let store: $crate::DynStore = ($make).await;
             $crate::$module::$case(store).await;
         }
     };
-}
-
-/// Paths the generated tests use; not part of the API.
-#[doc(hidden)]
-pub mod __private {
-    pub use quckchat_domain::store::Store;
 }

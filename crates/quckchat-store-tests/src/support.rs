@@ -1,17 +1,27 @@
-//! Small builders the cases share: fixed timestamps, users, conversations and messages.
+//! What the cases share: the store type they receive, and small builders for fixed
+//! timestamps, users, conversations, messages and calls.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
+use quckchat_domain::call_model::{Call, CallKind, CallParticipant, CallStatus, ParticipantStatus};
+use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
     Appended, ConversationKind, Message, MessageKind, NewConversation, NewMessage, NewUser,
     PushJob, PushKind, Role, Timestamp, User,
 };
 use quckchat_domain::store::Store;
-use quckchat_domain::{ConversationId, MessageId, UserId};
+use quckchat_domain::{CallId, ConversationId, MessageId, UserId};
+
+/// A backend under test: both halves of the store port. Implemented for every type that
+/// implements both, so a backend never names it; an `Arc<MyStore>` coerces to
+/// [`DynStore`].
+pub trait Backend: Store + CallStore {}
+
+impl<T: Store + CallStore + ?Sized> Backend for T {}
 
 /// A store as the cases receive it.
-pub type DynStore = Arc<dyn Store>;
+pub type DynStore = Arc<dyn Backend>;
 
 /// A fixed instant `ms` milliseconds after 2024-01-01T00:00:00.123Z, so that cases can
 /// order events without waiting for the clock (the odd milliseconds check precision).
@@ -164,4 +174,58 @@ pub async fn last_read_seq(store: &DynStore, conversation: ConversationId, user:
 pub fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
+}
+
+/// A call placed by `initiator` in `conversation` at `at`, ringing `callees`: the
+/// initiator joined first (with a device), the callees ringing, in the order given,
+/// at version 0.
+pub fn new_call(
+    conversation: ConversationId,
+    initiator: UserId,
+    callees: &[UserId],
+    kind: CallKind,
+    at: Timestamp,
+) -> Call {
+    let mut participants = vec![CallParticipant {
+        user_id: initiator,
+        status: ParticipantStatus::Joined,
+        joined_at: Some(at),
+        left_at: None,
+        device: Some(format!("socket-of-{initiator}")),
+    }];
+    participants.extend(callees.iter().map(|callee| CallParticipant {
+        user_id: *callee,
+        status: ParticipantStatus::Ringing,
+        joined_at: None,
+        left_at: None,
+        device: None,
+    }));
+    Call {
+        id: CallId::new(),
+        conversation_id: conversation,
+        initiator_id: initiator,
+        kind,
+        status: CallStatus::Ringing,
+        participants,
+        created_at: at,
+        started_at: None,
+        ended_at: None,
+        duration_sec: None,
+        version: 0,
+    }
+}
+
+/// Stores `call` and returns it.
+pub async fn place(store: &DynStore, call: Call) -> Call {
+    store.create_call(&call).await.expect("create_call");
+    call
+}
+
+/// A stored call, which must exist.
+pub async fn fetch_call(store: &DynStore, id: CallId) -> Call {
+    store
+        .call(id)
+        .await
+        .expect("call")
+        .unwrap_or_else(|| panic!("call {id} is stored"))
 }

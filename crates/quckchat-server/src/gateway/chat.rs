@@ -10,10 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
-use socketioxide::ParserError;
-use tracing::Instrument;
 
 use super::ack::{ok_ack, AckError};
+use super::dispatch::{dispatch, RateClass};
 use super::session::{Queued, SocketCtx};
 use crate::state::AppState;
 
@@ -35,17 +34,6 @@ pub enum ChatCommand {
     Typing { conversation_id: ConversationId, typing: bool },
     /// `reaction:add` (true) / `reaction:remove` (false)
     React { message_id: MessageId, emoji: Emoji, add: bool },
-}
-
-/// Which rate limit an event counts against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateClass {
-    /// Sends, edits, deletes.
-    Message,
-    /// Typing indicators.
-    Typing,
-    /// Receipts and reactions.
-    Other,
 }
 
 /// The events `/chat` understands, with their rate class. Anything else is refused.
@@ -205,74 +193,13 @@ pub async fn on_event(
     ack: AckSender,
     queued: Queued,
 ) {
-    let Some(ctx) = queued.ctx else {
-        socket.disconnect().ok();
-        return;
-    };
-    let Some(_in_flight) = state.drain.enter() else {
-        // Shutting down: the client will reconnect elsewhere (or here, later) and retry.
-        if let Some(ticket) = queued.ticket {
-            drop(ctx.lane.turn(ticket).await);
-        }
-        let _ = ack.send(&AckError::Internal.to_ack());
-        return;
-    };
-    let (name, class) = match known_event(&event) {
-        Some(known) => known,
-        None => {
-            tracing::info!(event = %event.chars().take(64).collect::<String>(), "unknown /chat event refused");
-            state.metrics.event(NAMESPACE, "unknown", "invalid_payload");
-            let _ = ack.send(&AckError::InvalidPayload("unknown event".into()).to_ack());
-            if let Some(ticket) = queued.ticket {
-                drop(ctx.lane.turn(ticket).await);
-            }
-            return;
-        }
-    };
-    let span = tracing::info_span!("chat_event", event = name, user = %ctx.user);
-    async move {
-        let limiter = match class {
-            RateClass::Message => &ctx.limits.messages,
-            RateClass::Typing => &ctx.limits.typing,
-            RateClass::Other => &ctx.limits.other,
-        };
-        let allowed = limiter.check().is_ok();
-        let result = match queued.ticket {
-            None => Err(AckError::RateLimited),
-            Some(ticket) => {
-                // Take the turn even when refusing, so the events after this one keep going.
-                let _turn = ctx.lane.turn(ticket).await;
-                if !allowed {
-                    Err(AckError::RateLimited)
-                } else {
-                    match parse_data(&event, data) {
-                        Ok(command) => execute(&state, &ctx, command).await,
-                        Err(e) => Err(e),
-                    }
-                }
-            }
-        };
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.code(),
-        };
-        state.metrics.event(NAMESPACE, name, outcome);
-        let body = result.unwrap_or_else(|e| {
-            match &e {
-                AckError::InvalidPayload(reason) => tracing::info!(%reason, "malformed event refused"),
-                other => tracing::debug!(code = other.code(), "event refused"),
-            }
-            e.to_ack()
-        });
-        if let Err(e) = ack.send(&body) {
-            tracing::debug!(error = %e, "could not send an ack");
-        }
-    }
-    .instrument(span)
+    let route = known_event(&event);
+    let st = state.clone();
+    let name = event.clone();
+    dispatch(&state, NAMESPACE, socket, &event, ack, queued, route, async move |ctx| {
+        let data = data.map_err(|e| AckError::InvalidPayload(format!("unreadable payload: {e}")))?;
+        let command = ChatCommand::parse(&name, data)?;
+        execute(&st, &ctx, command).await
+    })
     .await;
-}
-
-fn parse_data(event: &str, data: Result<Value, ParserError>) -> Result<ChatCommand, AckError> {
-    let data = data.map_err(|e| AckError::InvalidPayload(format!("unreadable payload: {e}")))?;
-    ChatCommand::parse(event, data)
 }

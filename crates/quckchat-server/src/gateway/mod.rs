@@ -3,14 +3,17 @@
 
 pub mod ack;
 pub mod chat;
+pub mod dispatch;
 pub mod drain;
 mod handshake;
 pub mod realtime;
 mod session;
+pub mod webrtc;
 
 use std::fmt;
 use std::sync::Arc;
 
+use quckchat_domain::realtime::{Device, DeviceId};
 use quckchat_domain::{ConversationId, SessionId, UserId};
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
@@ -28,6 +31,11 @@ pub fn user_room(user: UserId) -> String {
 /// The room of every socket opened with one session.
 pub fn session_room(session: SessionId) -> String {
     format!("session:{session}")
+}
+
+/// The room of one socket (so one socket can be addressed through any adapter).
+pub fn device_room(device: &DeviceId) -> String {
+    format!("dev:{device}")
 }
 
 /// The room of a conversation's members' sockets.
@@ -54,6 +62,7 @@ impl fmt::Display for HandshakeError {
 /// Registers the namespaces on the Socket.IO server.
 pub fn register(io: &SocketIo, state: AppState) {
     let state_for_root = state.clone();
+    let state_for_webrtc = state.clone();
     let on_connect = {
         let state = state.clone();
         move |socket: SocketRef| chat_connected(state.clone(), socket)
@@ -79,6 +88,57 @@ pub fn register(io: &SocketIo, state: AppState) {
         }
     };
     io.ns("/", (async |_: SocketRef| {}).with(root));
+
+    let on_connect = {
+        let state = state_for_webrtc.clone();
+        move |socket: SocketRef| webrtc_connected(state.clone(), socket)
+    };
+    let handshake = move |socket: SocketRef, TryData(auth): TryData<Value>| {
+        let state = state_for_webrtc.clone();
+        async move { webrtc_handshake(state, socket, auth).await }
+    };
+    io.ns(webrtc::NAMESPACE, on_connect.with(handshake));
+}
+
+/// Authenticates a `/webrtc` socket, joins its user's and its own rooms and installs the
+/// handlers, before the CONNECT reply.
+async fn webrtc_handshake(
+    state: AppState,
+    socket: SocketRef,
+    auth: Result<Value, socketioxide::ParserError>,
+) -> Result<(), HandshakeError> {
+    handshake::authenticate(&state, &socket, &auth, webrtc::NAMESPACE)
+        .await
+        .map_err(|_| HandshakeError::Unauthorized)?;
+    socket.join(device_room(&DeviceId(socket.id.to_string())));
+    let on_event = {
+        let state = state.clone();
+        move |s: SocketRef, event: Event, data: TryData<Value>, ack: AckSender, queued: Queued| {
+            webrtc::on_event(state.clone(), s, event, data, ack, queued)
+        }
+    };
+    socket.on_fallback(on_event);
+    socket.on_disconnect(|s: SocketRef| async move {
+        if let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() {
+            ctx.release_presence();
+        }
+    });
+    Ok(())
+}
+
+/// After the CONNECT reply: count the device; when it goes, it leaves any call it carried.
+async fn webrtc_connected(state: AppState, socket: SocketRef) {
+    let Some(ctx) = socket.extensions.get::<Arc<SocketCtx>>() else { return };
+    let device = Device { user: ctx.user, id: DeviceId(socket.id.to_string()) };
+    match state.calls.device_connected(&device).await {
+        Ok(()) => {
+            let calls = state.calls.clone();
+            ctx.hold_presence(PresenceGuard::new(state.metrics.clone(), webrtc::NAMESPACE, async move {
+                calls.device_gone(&device).await;
+            }))
+        }
+        Err(e) => tracing::error!(user = %ctx.user, error = %e, "could not count a call device"),
+    }
 }
 
 /// Authenticates, joins the user's conversation rooms and installs the event handlers,
@@ -118,12 +178,14 @@ async fn chat_handshake(
 async fn chat_connected(state: AppState, socket: SocketRef) {
     let Some(ctx) = socket.extensions.get::<Arc<SocketCtx>>() else { return };
     match state.chat.socket_connected(ctx.user).await {
-        Ok(()) => ctx.hold_presence(PresenceGuard::new(
-            state.chat.clone(),
-            state.metrics.clone(),
-            chat::NAMESPACE,
-            ctx.user,
-        )),
+        Ok(()) => {
+            let (chat, user) = (state.chat.clone(), ctx.user);
+            ctx.hold_presence(PresenceGuard::new(state.metrics.clone(), chat::NAMESPACE, async move {
+                if let Err(e) = chat.socket_disconnected(user).await {
+                    tracing::warn!(%user, error = %e, "could not record a socket leaving");
+                }
+            }))
+        }
         Err(e) => tracing::error!(user = %ctx.user, error = %e, "could not record presence"),
     }
 }

@@ -4,12 +4,13 @@
 //! user's sockets, `session:{id}` the sockets opened with one login.
 
 use async_trait::async_trait;
-use quckchat_domain::events::ServerEvent;
+use quckchat_domain::events::{Channel, ServerEvent};
 use quckchat_domain::realtime::{Audience, Realtime};
+use serde_json::value::RawValue;
 use quckchat_domain::{ConversationId, SessionId, UserId};
 use socketioxide::{BroadcastError, SocketIo};
 
-use super::{conversation_room, session_room, user_room};
+use super::{conversation_room, device_room, session_room, user_room};
 use crate::metrics::Metrics;
 
 /// Delivers domain events through socketioxide.
@@ -44,20 +45,50 @@ impl SocketIoRealtime {
 #[async_trait]
 impl Realtime for SocketIoRealtime {
     async fn publish(&self, to: Audience, event: ServerEvent) {
-        let Some(chat) = self.io.of(super::chat::NAMESPACE) else { return };
+        let namespace = match event.channel() {
+            Channel::Chat => super::chat::NAMESPACE,
+            Channel::Calls => super::webrtc::NAMESPACE,
+        };
+        let Some(ns) = self.io.of(namespace) else { return };
         let name = event.name();
         let ops = match to {
-            Audience::Conversation(c) => chat.to(conversation_room(c)),
-            Audience::ConversationExcept(c, u) => chat.to(conversation_room(c)).except(user_room(u)),
-            Audience::User(u) => chat.to(user_room(u)),
+            Audience::Conversation(c) => ns.to(conversation_room(c)),
+            Audience::ConversationExcept(c, u) => ns.to(conversation_room(c)).except(user_room(u)),
+            Audience::User(u) => ns.to(user_room(u)),
             Audience::Users(users) => {
                 if users.is_empty() {
                     return;
                 }
-                chat.to(users.into_iter().map(user_room).collect::<Vec<_>>())
+                ns.to(users.into_iter().map(user_room).collect::<Vec<_>>())
             }
+            Audience::Device(d) => ns.to(device_room(&d)),
+            Audience::UserExceptDevice(u, d) => ns.to(user_room(u)).except(device_room(&d)),
         };
-        let result = ops.emit(name, &event).await;
+        let result = match event.signal() {
+            // A relayed SDP or candidate goes out exactly as the sender wrote it.
+            Some((call_id, from, field, payload)) => match RawValue::from_string(payload.to_string()) {
+                Ok(raw) => {
+                    let mut body = serde_json::Map::new();
+                    body.insert("callId".into(), serde_json::json!(call_id));
+                    body.insert("from".into(), serde_json::json!(from));
+                    let mut text = serde_json::to_string(&body).unwrap_or_else(|_| "{}".into());
+                    text.pop();
+                    text.push_str(&format!(",\"{field}\":{raw}}}"));
+                    match RawValue::from_string(text) {
+                        Ok(whole) => ops.emit(name, &whole).await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not frame a relayed signal");
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a stored signal payload is not JSON");
+                    return;
+                }
+            },
+            None => ops.emit(name, &event).await,
+        };
         self.record(name, result);
     }
 

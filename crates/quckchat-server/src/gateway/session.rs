@@ -2,12 +2,13 @@
 //! and the guard that releases its presence however the socket ends.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use quckchat_domain::chat::Chat;
 use quckchat_domain::{SessionId, UserId};
 use socketioxide::adapter::Adapter;
 use socketioxide::handler::FromMessageParts;
@@ -150,34 +151,29 @@ impl Limits {
     }
 }
 
-/// Releases one counted socket of a user when dropped: the socket's context goes when
-/// socketioxide drops the socket, however it ended (client close, heartbeat timeout,
-/// kick, server shutdown), so presence cannot leak.
+/// Releases what a socket holds (its presence count, its place in calls) when dropped:
+/// the socket's context goes when socketioxide drops the socket, however it ended
+/// (client close, heartbeat timeout, kick, server shutdown), so nothing can leak.
 pub struct PresenceGuard {
-    chat: Arc<Chat>,
     metrics: Metrics,
     namespace: &'static str,
-    user: UserId,
+    release: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl PresenceGuard {
-    /// Counts the socket (the caller has already told presence) and arms the release.
-    pub fn new(chat: Arc<Chat>, metrics: Metrics, namespace: &'static str, user: UserId) -> Self {
+    /// Counts the socket (the caller has already told presence) and arms `release`,
+    /// which runs (spawned) when the guard is dropped.
+    pub fn new(metrics: Metrics, namespace: &'static str, release: impl Future<Output = ()> + Send + 'static) -> Self {
         metrics.socket_gauge(namespace, 1.0);
-        Self { chat, metrics, namespace, user }
+        Self { metrics, namespace, release: Some(Box::pin(release)) }
     }
 }
 
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
         self.metrics.socket_gauge(self.namespace, -1.0);
-        let (chat, user) = (self.chat.clone(), self.user);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = chat.socket_disconnected(user).await {
-                    tracing::warn!(%user, error = %e, "could not record a socket leaving");
-                }
-            });
+        if let (Some(release), Ok(runtime)) = (self.release.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(release);
         }
     }
 }

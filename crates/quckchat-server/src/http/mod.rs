@@ -1,7 +1,9 @@
 //! The REST API (CONTRACT §2) under `/api/v1`, operations routes, and the OpenAPI
 //! document. Handlers are thin: extract, call one service method, map the result.
 
+mod app;
 mod auth;
+mod calls;
 mod conversations;
 pub mod error;
 mod extract;
@@ -31,6 +33,7 @@ use error::ApiError;
         conversations::create, conversations::list, conversations::get, conversations::update,
         conversations::add_members, conversations::remove_member,
         messages::history, messages::edit, messages::delete,
+        calls::get, calls::history, calls::ice_servers,
         ops::health, ops::metrics,
     ),
     modifiers(&BearerAuth),
@@ -65,11 +68,19 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/conversations/{id}/members/{user_id}", axum::routing::delete(conversations::remove_member))
         .route("/messages/conversation/{id}", get(messages::history))
         .route("/messages/{id}", put(messages::edit).delete(messages::delete))
+        .route("/calls/history/{id}", get(calls::history))
+        .route("/calls/{id}", get(calls::get))
+        .route("/ice-servers", get(calls::ice_servers))
         .route("/health", get(ops::health));
 
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(ops::metrics))
+        .route("/app", get(app::redirect))
+        .route("/app/", get(app::index))
+        .route("/app/app.js", get(app::script))
+        .route("/app/style.css", get(app::style))
+        .route("/app/socket.io.min.js", get(app::socket_io))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", ApiDoc::openapi()))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(max_body))

@@ -4,12 +4,14 @@
 use std::collections::BTreeSet;
 
 use chrono::{TimeZone, Utc};
+use quckchat_domain::call_model::{Call, CallKind, CallParticipant, CallStatus, ParticipantStatus};
+use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
     Appended, ConversationKind, MessageKind, NewConversation, NewMessage, NewUser, PushJob,
     PushKind, Role, Timestamp,
 };
 use quckchat_domain::store::{HistoryCursor, Store};
-use quckchat_domain::{ConversationId, MessageId, UserId};
+use quckchat_domain::{CallId, ConversationId, MessageId, StoreError, UserId};
 use quckchat_store_sqlite::SqliteStore;
 use sqlx::{Connection, SqliteConnection};
 
@@ -56,6 +58,37 @@ fn text(conversation: ConversationId, sender: UserId, content: &str, at: Timesta
         reply_to: None,
         client_message_id: None,
         created_at: at,
+    }
+}
+
+fn call(conversation: ConversationId, initiator: UserId, callee: UserId, at: Timestamp) -> Call {
+    Call {
+        id: CallId::new(),
+        conversation_id: conversation,
+        initiator_id: initiator,
+        kind: CallKind::Video,
+        status: CallStatus::Ringing,
+        participants: vec![
+            CallParticipant {
+                user_id: initiator,
+                status: ParticipantStatus::Joined,
+                joined_at: Some(at),
+                left_at: None,
+                device: Some("socket-1".into()),
+            },
+            CallParticipant {
+                user_id: callee,
+                status: ParticipantStatus::Ringing,
+                joined_at: None,
+                left_at: None,
+                device: None,
+            },
+        ],
+        created_at: at,
+        started_at: None,
+        ended_at: None,
+        duration_sec: None,
+        version: 0,
     }
 }
 
@@ -286,4 +319,197 @@ async fn two_stores_on_one_file_stay_gap_free() {
     assert_eq!(page[0].seq, 200);
     first.close().await;
     second.close().await;
+}
+
+/// A database made before calls existed (only the first migration applied, with data in
+/// it) gets the call tables on open, keeps its data, and stores calls.
+#[tokio::test]
+async fn calls_migration_upgrades_an_older_database() {
+    let path = scratch::db_path();
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let alice = new_user("alice");
+    let bob = new_user("bob");
+    let conv = group(alice.id, &[bob.id]);
+    {
+        // The schema as it was: a migrator over the first migration alone.
+        let old = path.with_extension("migrations");
+        std::fs::create_dir_all(&old).expect("create the migrations directory");
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/20260101000000_initial.sql"
+            ),
+            old.join("20260101000000_initial.sql"),
+        )
+        .expect("copy the first migration");
+        let migrator = sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .expect("read the first migration");
+        let mut conn = SqliteConnection::connect(&url).await.expect("create");
+        migrator
+            .run(&mut conn)
+            .await
+            .expect("apply the first migration");
+        for user in [&alice, &bob] {
+            sqlx::query(
+                "INSERT INTO users (id, username, username_key, display_name, display_name_key,
+                                    password_hash, created_at)
+                 VALUES (?1, ?2, ?2, ?2, ?2, 'hash', 0)",
+            )
+            .bind(user.id.to_string())
+            .bind(&user.username)
+            .execute(&mut conn)
+            .await
+            .expect("insert a user");
+        }
+        let calls_table: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'calls'")
+                .fetch_optional(&mut conn)
+                .await
+                .expect("inspect");
+        assert_eq!(calls_table, None, "no call tables before the upgrade");
+        conn.close().await.expect("close");
+    }
+
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open and upgrade");
+    assert_eq!(
+        store.user(bob.id).await.expect("user").map(|u| u.username),
+        Some("bob".into()),
+        "the data is kept"
+    );
+    store
+        .create_conversation(conv.clone())
+        .await
+        .expect("conversation");
+    let placed = call(conv.id, alice.id, bob.id, t(5));
+    store.create_call(&placed).await.expect("create_call");
+    assert_eq!(
+        store.call(placed.id).await.expect("call"),
+        Some(placed.clone())
+    );
+    assert_eq!(
+        store.live_calls_of(bob.id).await.expect("live"),
+        vec![placed]
+    );
+    store.close().await;
+}
+
+/// Calls, their participants (devices included) and their versions survive reopening,
+/// and optimistic saving goes on from the stored version.
+#[tokio::test]
+async fn calls_survive_reopening() {
+    let url = scratch::db_url();
+    let alice = new_user("alice");
+    let bob = new_user("bob");
+    let conv = group(alice.id, &[bob.id]);
+    let mut answered = call(conv.id, alice.id, bob.id, t(10));
+    {
+        let store = SqliteStore::connect(&url).await.expect("open");
+        store.create_user(alice.clone()).await.expect("alice");
+        store.create_user(bob.clone()).await.expect("bob");
+        store
+            .create_conversation(conv.clone())
+            .await
+            .expect("conversation");
+        store.create_call(&answered).await.expect("create_call");
+        answered.status = CallStatus::Active;
+        answered.started_at = Some(t(12));
+        answered.participants[1].status = ParticipantStatus::Joined;
+        answered.participants[1].joined_at = Some(t(12));
+        answered.participants[1].device = Some("socket-2".into());
+        answered.version = 1;
+        assert!(store.save_call(&answered, 0).await.expect("save_call"));
+        store.close().await;
+    }
+
+    let store = SqliteStore::connect(&url).await.expect("reopen");
+    assert_eq!(
+        store.call(answered.id).await.expect("call"),
+        Some(answered.clone())
+    );
+    assert_eq!(
+        store.live_calls().await.expect("live_calls"),
+        vec![answered.clone()]
+    );
+    let mut ended = answered.clone();
+    ended.status = CallStatus::Ended;
+    ended.ended_at = Some(t(20));
+    ended.duration_sec = Some(0);
+    ended.version = 2;
+    assert!(!store.save_call(&ended, 0).await.expect("stale save_call"));
+    assert!(store.save_call(&ended, 1).await.expect("save_call"));
+    assert!(store.live_calls().await.expect("live_calls").is_empty());
+    assert_eq!(
+        store
+            .calls_of_conversation(conv.id, None, 10)
+            .await
+            .expect("calls_of_conversation"),
+        vec![ended]
+    );
+    store.close().await;
+}
+
+/// The schema's references: a call needs its conversation and users (`NotFound`
+/// otherwise), a call id is stored once (`Conflict`), and a user appears once per call.
+#[tokio::test]
+async fn call_references_and_duplicates() {
+    let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
+    let alice = new_user("alice");
+    let bob = new_user("bob");
+    store.create_user(alice.clone()).await.expect("alice");
+    store.create_user(bob.clone()).await.expect("bob");
+    let conv = group(alice.id, &[bob.id]);
+    store
+        .create_conversation(conv.clone())
+        .await
+        .expect("conversation");
+
+    let nowhere = call(ConversationId::new(), alice.id, bob.id, t(1));
+    let result = store.create_call(&nowhere).await;
+    assert!(
+        matches!(result, Err(StoreError::NotFound)),
+        "got {result:?}"
+    );
+    let stranger = call(conv.id, alice.id, UserId::new(), t(1));
+    let result = store.create_call(&stranger).await;
+    assert!(
+        matches!(result, Err(StoreError::NotFound)),
+        "got {result:?}"
+    );
+    assert!(
+        store.call(stranger.id).await.expect("call").is_none(),
+        "a refused call leaves no row behind"
+    );
+
+    let placed = call(conv.id, alice.id, bob.id, t(2));
+    store.create_call(&placed).await.expect("create_call");
+    let result = store.create_call(&placed).await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict(_))),
+        "got {result:?}"
+    );
+
+    let mut twice = call(conv.id, alice.id, bob.id, t(3));
+    twice.participants.push(twice.participants[1].clone());
+    let result = store.create_call(&twice).await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict(_))),
+        "got {result:?}"
+    );
+    assert!(store.call(twice.id).await.expect("call").is_none());
+
+    // A save that breaks a rule fails whole: the version and the state stay as they were.
+    let mut broken = placed.clone();
+    broken.status = CallStatus::Active;
+    broken.participants.push(broken.participants[1].clone());
+    broken.version = 1;
+    let result = store.save_call(&broken, 0).await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict(_))),
+        "got {result:?}"
+    );
+    assert_eq!(store.call(placed.id).await.expect("call"), Some(placed));
+    store.close().await;
 }

@@ -2,11 +2,9 @@
 //! included. There is no backend in this crate, so every generated case is ignored;
 //! the backend crates run them for real.
 
-use std::sync::Arc;
+use quckchat_store_tests::DynStore;
 
-use quckchat_domain::store::Store;
-
-async fn no_store() -> Arc<dyn Store> {
+async fn no_store() -> DynStore {
     unreachable!("every case here is ignored")
 }
 

@@ -1,0 +1,96 @@
+//! What every namespace does with an incoming event, around the namespace's own work:
+//! refuse while draining, refuse unknown events, wait for the socket's turn (arrival
+//! order), apply the rate limit, run, count, and ack — success or the error body.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::Value;
+use socketioxide::extract::{AckSender, SocketRef};
+use tracing::Instrument;
+
+use super::ack::AckError;
+use super::session::{Queued, SocketCtx};
+use crate::state::AppState;
+
+/// Which rate limit an event counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateClass {
+    /// Sends, edits, deletes (and placing calls).
+    Message,
+    /// Typing indicators.
+    Typing,
+    /// Everything else: receipts, reactions, call signaling.
+    Other,
+}
+
+/// Handles one event. `route` is the event's canonical name and rate class, `None` for an
+/// unknown event; `run` does the namespace's work once it is this event's turn.
+#[allow(clippy::too_many_arguments)]
+pub async fn dispatch<Fut>(
+    state: &AppState,
+    namespace: &'static str,
+    socket: SocketRef,
+    event: &str,
+    ack: AckSender,
+    queued: Queued,
+    route: Option<(&'static str, RateClass)>,
+    run: impl FnOnce(Arc<SocketCtx>) -> Fut,
+) where
+    Fut: Future<Output = Result<Value, AckError>>,
+{
+    let Some(ctx) = queued.ctx else {
+        socket.disconnect().ok();
+        return;
+    };
+    let in_flight = state.drain.enter();
+    let (name, class) = match (route, &in_flight) {
+        (Some(route), Some(_)) => route,
+        (route, _) => {
+            let refusal = if in_flight.is_none() {
+                // Shutting down: the client will reconnect and retry (idempotently).
+                AckError::Internal
+            } else {
+                tracing::info!(namespace, event = %event.chars().take(64).collect::<String>(), "unknown event refused");
+                AckError::InvalidPayload("unknown event".into())
+            };
+            state.metrics.event(namespace, route.map_or("unknown", |r| r.0), refusal.code());
+            if let Some(ticket) = queued.ticket {
+                drop(ctx.lane.turn(ticket).await);
+            }
+            let _ = ack.send(&refusal.to_ack());
+            return;
+        }
+    };
+    let span = tracing::info_span!("event", namespace, event = name, user = %ctx.user);
+    async move {
+        let limiter = match class {
+            RateClass::Message => &ctx.limits.messages,
+            RateClass::Typing => &ctx.limits.typing,
+            RateClass::Other => &ctx.limits.other,
+        };
+        let allowed = limiter.check().is_ok();
+        let result = match queued.ticket {
+            None => Err(AckError::RateLimited),
+            Some(ticket) => {
+                // Take the turn even when refusing, so the events after this one keep going.
+                let _turn = ctx.lane.turn(ticket).await;
+                if allowed { run(ctx.clone()).await } else { Err(AckError::RateLimited) }
+            }
+        };
+        state.metrics.event(namespace, name, result.as_ref().map_or_else(AckError::code, |_| "ok"));
+        let body = result.unwrap_or_else(|e| {
+            match &e {
+                AckError::InvalidPayload(reason) => tracing::info!(%reason, "malformed event refused"),
+                other => tracing::debug!(code = other.code(), "event refused"),
+            }
+            e.to_ack()
+        });
+        if let Err(e) = ack.send(&body) {
+            tracing::debug!(error = %e, "could not send an ack");
+        }
+        drop(in_flight);
+    }
+    .instrument(span)
+    .await;
+}
