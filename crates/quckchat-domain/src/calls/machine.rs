@@ -20,8 +20,10 @@ use crate::realtime::{Audience, DeviceId};
 /// The most participants joined at once (a mesh: each sends media to every other).
 pub const MAX_JOINED: usize = 6;
 
-/// Something to deliver after a transition is saved.
+/// Something to deliver after a transition is saved. (Effects live for one transition;
+/// boxing the event to shrink the enum would buy nothing.)
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Effect {
     /// Send an event.
     Send(Audience, ServerEvent),
