@@ -138,12 +138,18 @@ function refreshTokens() {
   return refreshing;
 }
 
-async function getUser(id) {
-  if (!users.has(id)) {
+/** Caches a User from any REST answer; its `status` seeds the presence dot. */
+function rememberUser(user) {
+  users.set(user.id, user);
+  if (user.status === 'online') online.add(user.id);
+  else if (user.status === 'offline') online.delete(user.id);
+}
+
+/** A User by id, cached; `fresh` re-reads it (presence is only shown to co-members). */
+async function getUser(id, { fresh = false } = {}) {
+  if (fresh || !users.has(id)) {
     try {
-      const user = await api('GET', `/users/${encodeURIComponent(id)}`);
-      users.set(id, user);
-      if (user.status === 'online') online.add(id);
+      rememberUser(await api('GET', `/users/${encodeURIComponent(id)}`));
     } catch {
       users.set(id, { id, username: id.slice(0, 8), displayName: 'unknown user' });
     }
@@ -313,9 +319,12 @@ async function loadConversations() {
   renderConversations();
 }
 
-/** Adds or replaces a conversation, once the names of its members are known. */
-async function addConversation(c) {
-  await Promise.all(c.participants.map((p) => getUser(p.userId)));
+/**
+ * Adds or replaces a conversation once the names of its members are known. For a new one,
+ * re-read the members: the server shows presence only to those who share a conversation.
+ */
+async function addConversation(c, { fresh = !conversations.has(c.id) } = {}) {
+  await Promise.all(c.participants.map((p) => getUser(p.userId, { fresh: fresh && p.userId !== auth.user.id })));
   conversations.set(c.id, c);
   renderConversations();
 }
@@ -365,7 +374,7 @@ async function searchUsers(q) {
     ...data
       .filter((u) => u.id !== auth.user.id)
       .map((u) => {
-        users.set(u.id, u);
+        rememberUser(u);
         return el(
           'li',
           { dataset: { testid: 'user-search-result', username: u.username }, onclick: () => startSingle(u.id) },
@@ -379,7 +388,7 @@ async function searchUsers(q) {
 /** POST /conversations {type: single}: 201 new, or 200 with the pair's existing one. */
 async function startSingle(userId) {
   const c = await api('POST', '/conversations', { type: 'single', participants: [userId] });
-  conversations.set(c.id, c);
+  await addConversation(c);
   $('user-search-input').value = '';
   $('user-search-results').replaceChildren();
   await openConversation(c.id);
@@ -394,11 +403,11 @@ async function createGroup(form) {
       const { data } = await api('GET', `/users/search?q=${encodeURIComponent(username)}&limit=20`);
       const user = data.find((u) => u.username.toLowerCase() === username.toLowerCase());
       if (!user) throw new Error(`no user named ${username}`);
-      users.set(user.id, user);
+      rememberUser(user);
       ids.push(user.id);
     }
     const c = await api('POST', '/conversations', { type: 'group', name: name.trim(), participants: ids });
-    conversations.set(c.id, c);
+    await addConversation(c);
     form.reset();
     await openConversation(c.id);
   } catch (err) {
@@ -701,8 +710,11 @@ async function answerCall() {
 
 function rejectCall() {
   if (call?.status !== 'incoming') return;
-  rtc.emit('call:reject', { callId: call.callId });
-  endCallLocally('rejected', { quiet: true });
+  const { conversationId } = call;
+  emitAck(rtc, 'call:reject', { callId: call.callId })
+    .catch((err) => console.warn(err.message))
+    .then(() => conversationId === currentId && loadCallHistory());
+  endCallLocally('rejected', { quiet: true, history: false });
 }
 
 /** The caller learns that the callee answered: build the connection and send the offer. */
@@ -814,8 +826,12 @@ function hangUp() {
     call.hangupRequested = true; // call:initiate has not been acknowledged yet
     return;
   }
-  rtc.emit('call:end', { callId: call.callId });
-  endCallLocally(call.status === 'outgoing' ? 'cancelled' : 'ended');
+  const { conversationId } = call;
+  // Refresh the history once the server has recorded the end (its ack), not before.
+  emitAck(rtc, 'call:end', { callId: call.callId })
+    .catch((err) => console.warn(err.message))
+    .then(() => conversationId === currentId && loadCallHistory());
+  endCallLocally(call.status === 'outgoing' ? 'cancelled' : 'you hung up', { history: false });
 }
 
 function toggleMute(kind) {
@@ -831,7 +847,7 @@ function toggleMute(kind) {
 }
 
 /** Tears the call down on this side (idempotent) and shows why it ended. */
-function endCallLocally(reason, { quiet = false } = {}) {
+function endCallLocally(reason, { quiet = false, history = true } = {}) {
   if (!call) return;
   const ended = call;
   call = null;
@@ -847,7 +863,7 @@ function endCallLocally(reason, { quiet = false } = {}) {
   } else {
     showCallPanel(`Call ended (${reason})`, { ended: true });
   }
-  if (ended.conversationId === currentId) loadCallHistory();
+  if (history && ended.conversationId === currentId) loadCallHistory();
 }
 
 function showCallPanel(status, { ended = false } = {}) {
@@ -891,7 +907,7 @@ async function loadCallHistory() {
       el(
         'li',
         { dataset: { testid: 'call-history-item', callId: c.id, status: c.status, durationSec: c.durationSec ?? '' } },
-        `${c.type === 'video' ? '🎥' : '📞'} ${c.initiatorId === auth.user.id ? 'outgoing' : 'incoming'} · `,
+        `${c.initiatorId === auth.user.id ? 'Outgoing' : 'Incoming'} ${c.type} call · `,
         el('span', { dataset: { testid: 'call-history-status' } }, c.status),
         c.durationSec !== undefined && c.durationSec !== null ? el('span', { dataset: { testid: 'call-history-duration' } }, ` · ${c.durationSec}s`) : '',
         ` · ${new Date(c.createdAt).toLocaleString()}`,
