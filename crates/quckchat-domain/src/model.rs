@@ -469,7 +469,7 @@ pub struct PushJob {
     pub preview: String,
     /// When it was queued.
     pub created_at: Timestamp,
-    /// Delivery attempts so far.
+    /// Failed delivery attempts so far (a success is recorded by `delivered_at`).
     pub attempts: u32,
     /// Not before this time.
     pub next_attempt_at: Timestamp,
