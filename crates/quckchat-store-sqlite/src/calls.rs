@@ -158,7 +158,9 @@ pub(crate) async fn save_call(
     expected_version: i64,
 ) -> StoreResult<bool> {
     // The version check and the rewrite under one write lock: of several saves from the
-    // same version, exactly one matches.
+    // same version, exactly one matches. What a call is (its conversation, initiator,
+    // kind and creation time) never changes, so only its state is written. An unknown
+    // id matches no version either: `false`.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     let updated = sqlx::query(
         "UPDATE calls
