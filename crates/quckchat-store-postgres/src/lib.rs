@@ -1,0 +1,419 @@
+//! The PostgreSQL store behind QuckChat's [`Store`] and [`CallStore`] ports, for several
+//! server instances sharing one database.
+//!
+//! Everything that must hold across processes is enforced by PostgreSQL itself, never
+//! by a lock in this process:
+//!
+//! - an append first increments its conversation's `last_seq` with an `UPDATE`, whose
+//!   row lock queues concurrent appends to that conversation (from any connection of
+//!   any process) until the holder commits; the seq it returns is therefore the next one,
+//!   with no gap and no repeat. Only then does it look for an earlier message with the
+//!   same `(sender, clientMessageId)`: under READ COMMITTED that statement sees a
+//!   duplicate committed by whoever held the lock before, and a duplicate is answered by
+//!   rolling back (which undoes the increment). A unique index on the pair catches the
+//!   rest (the same id sent to two conversations at once) and the append is retried;
+//! - a single conversation is unique per pair through a unique key of the sorted pair;
+//! - push jobs are claimed with `FOR UPDATE SKIP LOCKED`, so concurrent workers take
+//!   disjoint jobs;
+//! - a call is saved with `UPDATE … WHERE version = $expected`, which re-checks the
+//!   version after waiting for a concurrent save's row lock.
+//!
+//! Reads that span several statements (a message with its reactions and receipts, a
+//! conversation with its participants) run in one `REPEATABLE READ, READ ONLY`
+//! transaction, so they come from one snapshot. The schema lives in `migrations/` and is
+//! applied by [`PostgresStore::connect`].
+
+mod calls;
+mod codec;
+mod conversations;
+mod messages;
+mod pushes;
+mod users;
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use quckchat_domain::call_model::Call;
+use quckchat_domain::call_store::CallStore;
+use quckchat_domain::model::{
+    Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob,
+    Role, Session, Timestamp, User,
+};
+use quckchat_domain::store::{Credentials, HistoryCursor, Store, StoreResult};
+use quckchat_domain::{CallId, ConversationId, MessageId, PushJobId, SessionId, UserId};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
+
+use crate::codec::db;
+
+/// Connections in the pool of one store (one server instance).
+const POOL_SIZE: u32 = 16;
+
+/// The schema, applied at connect.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// QuckChat's data in one PostgreSQL database (or one schema of it). Cheap to clone (a
+/// pool handle).
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/database`) with a
+    /// pool of 16 connections and brings its schema up to date. The tables live in the
+    /// connection's default schema (usually `public`).
+    pub async fn connect(url: &str) -> anyhow::Result<PostgresStore> {
+        Self::open(url, None).await
+    }
+
+    /// Like [`connect`](Self::connect), but keeps everything in `schema`, which is created
+    /// when missing: every pooled connection gets `search_path` set to it. Several
+    /// schemas in one database are fully separate stores (tests use one each).
+    pub async fn connect_in_schema(url: &str, schema: &str) -> anyhow::Result<PostgresStore> {
+        Self::open(url, Some(schema)).await
+    }
+
+    async fn open(url: &str, schema: Option<&str>) -> anyhow::Result<PostgresStore> {
+        // Appends, saves and claims rely on READ COMMITTED (a statement that waited for a
+        // row lock then sees what its holder committed), whatever the server's default.
+        let options = PgConnectOptions::from_str(url)
+            .with_context(|| format!("invalid PostgreSQL URL {url:?}"))?
+            .options([("default_transaction_isolation", "read committed")]);
+        let mut pool_options = PgPoolOptions::new().max_connections(POOL_SIZE);
+        if let Some(schema) = schema {
+            let quoted = quote_identifier(schema)?;
+            create_schema(&options, &quoted).await?;
+            let set_path = format!("SET search_path TO {quoted}");
+            pool_options = pool_options.after_connect(move |conn, _meta| {
+                let set_path = set_path.clone();
+                Box::pin(async move {
+                    conn.execute(AssertSqlSafe(set_path)).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .context("connecting to PostgreSQL")?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("applying the PostgreSQL migrations")?;
+        tracing::debug!(schema, "PostgreSQL store ready");
+        Ok(PostgresStore { pool })
+    }
+
+    /// Closes every connection, waiting for those in use to be returned. Later calls
+    /// fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `name` as a quoted SQL identifier; refused when PostgreSQL could not keep it whole.
+fn quote_identifier(name: &str) -> anyhow::Result<String> {
+    // PostgreSQL truncates identifiers to 63 bytes: a longer name would silently
+    // become another schema.
+    anyhow::ensure!(
+        !name.is_empty() && name.len() <= 63 && !name.contains('\0'),
+        "invalid schema name {name:?}: 1 to 63 bytes, no NUL"
+    );
+    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+}
+
+/// Creates the schema `quoted` unless it exists, on a connection of its own.
+async fn create_schema(options: &PgConnectOptions, quoted: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect_with(options)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let created = conn
+        .execute(AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {quoted}"
+        )))
+        .await;
+    match created {
+        Ok(_) => {}
+        // Two instances creating it at once: one of them meets the other's catalog row.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
+        Err(e) => return Err(e).with_context(|| format!("creating the schema {quoted}")),
+    }
+    conn.close()
+        .await
+        .context("closing the set-up connection")?;
+    Ok(())
+}
+
+/// A read-only transaction on one snapshot, for reads made of several statements.
+pub(crate) async fn read_tx(pool: &PgPool) -> StoreResult<Transaction<'static, Postgres>> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(db)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_user(&self, user: NewUser) -> StoreResult<User> {
+        users::create_user(&self.pool, user).await
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        users::user(&self.pool, id).await
+    }
+
+    async fn users(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        users::users(&self.pool, ids).await
+    }
+
+    async fn credentials(&self, username: &str) -> StoreResult<Option<Credentials>> {
+        users::credentials(&self.pool, username).await
+    }
+
+    async fn update_profile(&self, id: UserId, patch: ProfilePatch) -> StoreResult<User> {
+        users::update_profile(&self.pool, id, patch).await
+    }
+
+    async fn search_users(&self, query: &str, limit: u32) -> StoreResult<Vec<User>> {
+        users::search_users(&self.pool, query, limit).await
+    }
+
+    async fn set_last_seen(&self, id: UserId, at: Timestamp) -> StoreResult<()> {
+        users::set_last_seen(&self.pool, id, at).await
+    }
+
+    async fn create_session(&self, session: Session) -> StoreResult<()> {
+        users::create_session(&self.pool, session).await
+    }
+
+    async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        users::session(&self.pool, id).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        id: SessionId,
+        current_hash: &str,
+        new_hash: &str,
+        new_expires_at: Timestamp,
+    ) -> StoreResult<bool> {
+        users::rotate_refresh_token(&self.pool, id, current_hash, new_hash, new_expires_at).await
+    }
+
+    async fn revoke_session(&self, id: SessionId, at: Timestamp) -> StoreResult<bool> {
+        users::revoke_session(&self.pool, id, at).await
+    }
+
+    async fn create_conversation(&self, new: NewConversation) -> StoreResult<()> {
+        conversations::create_conversation(&self.pool, new).await
+    }
+
+    async fn single_between(
+        &self,
+        a: UserId,
+        b: UserId,
+        viewer: UserId,
+    ) -> StoreResult<Option<Conversation>> {
+        conversations::single_between(&self.pool, a, b, viewer).await
+    }
+
+    async fn conversation(
+        &self,
+        id: ConversationId,
+        viewer: UserId,
+    ) -> StoreResult<Option<Conversation>> {
+        conversations::conversation(&self.pool, id, viewer).await
+    }
+
+    async fn conversations_of(
+        &self,
+        user: UserId,
+        before: Option<Timestamp>,
+        limit: u32,
+    ) -> StoreResult<Vec<Conversation>> {
+        conversations::conversations_of(&self.pool, user, before, limit).await
+    }
+
+    async fn member_role(&self, id: ConversationId, user: UserId) -> StoreResult<Option<Role>> {
+        conversations::member_role(&self.pool, id, user).await
+    }
+
+    async fn conversation_ids_of(&self, user: UserId) -> StoreResult<Vec<ConversationId>> {
+        conversations::conversation_ids_of(&self.pool, user).await
+    }
+
+    async fn co_members_of(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        conversations::co_members_of(&self.pool, user).await
+    }
+
+    async fn update_conversation(
+        &self,
+        id: ConversationId,
+        name: Option<String>,
+        avatar: Option<String>,
+    ) -> StoreResult<()> {
+        conversations::update_conversation(&self.pool, id, name, avatar).await
+    }
+
+    async fn add_members(
+        &self,
+        id: ConversationId,
+        users: &[UserId],
+        at: Timestamp,
+    ) -> StoreResult<Vec<UserId>> {
+        conversations::add_members(&self.pool, id, users, at).await
+    }
+
+    async fn remove_member(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
+        conversations::remove_member(&self.pool, id, user).await
+    }
+
+    async fn promote_to_admin(&self, id: ConversationId, user: UserId) -> StoreResult<()> {
+        conversations::promote_to_admin(&self.pool, id, user).await
+    }
+
+    async fn append_message(&self, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
+        messages::append_message(&self.pool, new, pushes).await
+    }
+
+    async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {
+        messages::message(&self.pool, id).await
+    }
+
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        cursor: HistoryCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        messages::history(&self.pool, conversation, cursor, limit).await
+    }
+
+    async fn edit_message(
+        &self,
+        id: MessageId,
+        content: &str,
+        at: Timestamp,
+    ) -> StoreResult<Message> {
+        messages::edit_message(&self.pool, id, content, at).await
+    }
+
+    async fn delete_message(&self, id: MessageId, at: Timestamp) -> StoreResult<Message> {
+        messages::delete_message(&self.pool, id, at).await
+    }
+
+    async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        seq: i64,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        messages::mark_read(&self.pool, conversation, user, seq, at).await
+    }
+
+    async fn add_reaction(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        messages::add_reaction(&self.pool, message, user, emoji, at).await
+    }
+
+    async fn remove_reaction(
+        &self,
+        message: MessageId,
+        user: UserId,
+        emoji: &str,
+    ) -> StoreResult<bool> {
+        messages::remove_reaction(&self.pool, message, user, emoji).await
+    }
+
+    async fn enqueue_pushes(&self, jobs: Vec<PushJob>) -> StoreResult<()> {
+        pushes::enqueue_pushes(&self.pool, jobs).await
+    }
+
+    async fn claim_pushes(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<PushJob>> {
+        pushes::claim_pushes(&self.pool, now, lease_until, limit).await
+    }
+
+    async fn push_delivered(&self, id: PushJobId, at: Timestamp) -> StoreResult<()> {
+        pushes::push_delivered(&self.pool, id, at).await
+    }
+
+    async fn push_failed(
+        &self,
+        id: PushJobId,
+        error: &str,
+        next_attempt_at: Timestamp,
+        give_up: bool,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        pushes::push_failed(&self.pool, id, error, next_attempt_at, give_up, at).await
+    }
+
+    async fn pushes_for(&self, user: UserId) -> StoreResult<Vec<PushJob>> {
+        pushes::pushes_for(&self.pool, user).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CallStore for PostgresStore {
+    async fn create_call(&self, call: &Call) -> StoreResult<()> {
+        calls::create_call(&self.pool, call).await
+    }
+
+    async fn call(&self, id: CallId) -> StoreResult<Option<Call>> {
+        calls::call(&self.pool, id).await
+    }
+
+    async fn save_call(&self, call: &Call, expected_version: i64) -> StoreResult<bool> {
+        calls::save_call(&self.pool, call, expected_version).await
+    }
+
+    async fn calls_of_conversation(
+        &self,
+        conversation: ConversationId,
+        before: Option<Timestamp>,
+        limit: u32,
+    ) -> StoreResult<Vec<Call>> {
+        calls::calls_of_conversation(&self.pool, conversation, before, limit).await
+    }
+
+    async fn live_calls_of(&self, user: UserId) -> StoreResult<Vec<Call>> {
+        calls::live_calls_of(&self.pool, user).await
+    }
+
+    async fn live_calls(&self) -> StoreResult<Vec<Call>> {
+        calls::live_calls(&self.pool).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote_identifier;
+
+    #[test]
+    fn quotes_schema_names() {
+        assert_eq!(quote_identifier("qc_test").unwrap(), "\"qc_test\"");
+        assert_eq!(quote_identifier("a\"b").unwrap(), "\"a\"\"b\"");
+        assert!(quote_identifier("").is_err());
+        assert!(quote_identifier(&"x".repeat(64)).is_err());
+    }
+}
