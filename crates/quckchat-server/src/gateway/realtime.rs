@@ -8,20 +8,21 @@ use quckchat_domain::events::{Channel, ServerEvent};
 use quckchat_domain::realtime::{Audience, Realtime};
 use serde_json::value::RawValue;
 use quckchat_domain::{ConversationId, SessionId, UserId};
+use socketioxide::adapter::Adapter;
 use socketioxide::{BroadcastError, SocketIo};
 
 use super::{conversation_room, device_room, session_room, user_room};
 use crate::metrics::Metrics;
 
 /// Delivers domain events through socketioxide.
-pub struct SocketIoRealtime {
-    io: SocketIo,
+pub struct SocketIoRealtime<A: Adapter> {
+    io: SocketIo<A>,
     metrics: Metrics,
 }
 
-impl SocketIoRealtime {
+impl<A: Adapter> SocketIoRealtime<A> {
     /// Wraps the Socket.IO server.
-    pub fn new(io: SocketIo, metrics: Metrics) -> Self {
+    pub fn new(io: SocketIo<A>, metrics: Metrics) -> Self {
         Self { io, metrics }
     }
 
@@ -43,7 +44,7 @@ impl SocketIoRealtime {
 }
 
 #[async_trait]
-impl Realtime for SocketIoRealtime {
+impl<A: Adapter> Realtime for SocketIoRealtime<A> {
     async fn publish(&self, to: Audience, event: ServerEvent) {
         let namespace = match event.channel() {
             Channel::Chat => super::chat::NAMESPACE,
