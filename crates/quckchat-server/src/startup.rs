@@ -24,7 +24,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, TransportType};
-use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::auth::{Auth, JwtKeys};
 use crate::config::{Config, Transports};
+use crate::fleet::driver::ResilientDriver;
 use crate::fleet::presence::RedisPresence;
 use crate::fleet::signals::RedisSignalBuffer;
 use crate::fleet::Fleet;
@@ -166,10 +167,11 @@ impl Server {
                     .await
                     .with_context(|| format!("connecting to Redis at {url}"))?;
                 let adapter_config = RedisAdapterConfig::new().with_prefix(format!("{}:sio", config.redis_prefix));
-                let adapter = RedisAdapterCtr::new_with_redis_config(&client, adapter_config)
+                let driver = ResilientDriver::connect(&client)
                     .await
                     .with_context(|| format!("starting the Redis adapter at {url}"))?;
-                let (layer, io) = builder.with_adapter::<RedisAdapter<_>>(adapter).build_layer();
+                let adapter = RedisAdapterCtr::new_with_driver(driver, adapter_config);
+                let (layer, io) = builder.with_adapter::<CustomRedisAdapter<_, ResilientDriver>>(adapter).build_layer();
                 let presence = Presences {
                     chat: Arc::new(RedisPresence::new(fleet.clone(), "presence")),
                     calls: Arc::new(RedisPresence::new(fleet.clone(), "devices")),
