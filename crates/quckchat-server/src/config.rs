@@ -24,6 +24,10 @@ pub struct Config {
     pub port: u16,
     /// `sqlite://PATH` (more backends later).
     pub database_url: String,
+    /// Redis for a fleet (adapter, shared presence); `None`: a single instance.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so fleets can share one Redis.
+    pub redis_prefix: String,
     /// HS256 secret; `None`: generated once and kept in the data directory.
     pub jwt_secret: Option<String>,
     /// Where a generated secret is kept.
@@ -76,6 +80,8 @@ impl Default for Config {
             host: IpAddr::from([0, 0, 0, 0]),
             port: 3000,
             database_url: "sqlite://./data/quckchat.db".into(),
+            redis_url: None,
+            redis_prefix: "quckchat".into(),
             jwt_secret: None,
             data_dir: PathBuf::from("./data"),
             access_ttl: Duration::from_secs(3600),
@@ -131,6 +137,10 @@ impl Config {
             c.data_dir = PathBuf::from(v);
         }
         c.jwt_secret = get("JWT_SECRET");
+        c.redis_url = get("REDIS_URL");
+        if let Some(v) = get("REDIS_PREFIX") {
+            c.redis_prefix = v;
+        }
         if let Some(v) = get("JWT_EXPIRES_IN") {
             c.access_ttl = parse_duration(&v).with_context(|| format!("JWT_EXPIRES_IN={v}"))?;
         }

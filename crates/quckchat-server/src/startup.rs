@@ -3,6 +3,7 @@
 //! [`Server::run_until_stopped`] serves until the shutdown future resolves, then drains.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +15,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use quckchat_domain::call_store::CallStore;
+use quckchat_domain::calls::signals::{LocalSignalBuffer, SignalBuffer};
 use quckchat_domain::calls::Calls;
 use quckchat_domain::chat::Chat;
-use quckchat_domain::presence::LocalPresence;
+use quckchat_domain::presence::{LocalPresence, PresenceRegistry};
 use quckchat_domain::store::Store;
+use socketioxide::adapter::Adapter;
+use socketioxide_core::adapter::DefinedAdapter;
+use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, TransportType};
+use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +32,10 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::auth::{Auth, JwtKeys};
 use crate::config::{Config, Transports};
+use crate::fleet::driver::ResilientDriver;
+use crate::fleet::presence::RedisPresence;
+use crate::fleet::signals::RedisSignalBuffer;
+use crate::fleet::Fleet;
 use crate::gateway::drain::Drain;
 use crate::gateway::realtime::SocketIoRealtime;
 use crate::ice::IceProvider;
@@ -38,9 +48,54 @@ use crate::state::AppState;
 pub struct Server {
     listener: TcpListener,
     router: Router,
-    io: SocketIo,
+    close: CloseSockets,
     state: AppState,
     push: Option<PushWorker>,
+    fleet: Option<Fleet>,
+}
+
+/// Closes every socket (whatever the adapter type).
+type CloseSockets = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// What one instance keeps alone and a fleet shares: presence of chat sockets and of
+/// call devices, and early call signals.
+struct Presences {
+    chat: Arc<dyn PresenceRegistry>,
+    calls: Arc<dyn PresenceRegistry>,
+    signals: Arc<dyn SignalBuffer>,
+}
+
+/// Waiting for a namespace's adapter to be ready: nothing to wait for locally; a remote
+/// adapter subscribes first.
+pub trait AdapterInit {
+    /// Resolves once the namespace can broadcast.
+    fn ready(self) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+}
+
+impl AdapterInit for () {
+    fn ready(self) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl<D> AdapterInit for socketioxide_redis::InitRes<D>
+where
+    D: socketioxide_redis::drivers::Driver,
+{
+    fn ready(self) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
+        Box::pin(async move { self.await.map_err(|e| anyhow::anyhow!("Redis adapter: {e}")) })
+    }
+}
+
+/// The redis crate speaks RESP2 unless told; the adapter wants RESP3 (Redis ≥ 7).
+fn with_resp3(url: &str) -> String {
+    if url.contains("protocol=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
 }
 
 /// A storage backend: its chat half and its call half (usually one object).
@@ -96,23 +151,77 @@ impl Server {
         } else {
             builder.transports([TransportType::Polling, TransportType::Websocket])
         };
-        let (io_layer, io) = builder.build_layer();
+        match config.redis_url.clone() {
+            None => {
+                let (layer, io) = builder.build_layer();
+                let presence = Presences {
+                    chat: Arc::new(LocalPresence::new()),
+                    calls: Arc::new(LocalPresence::new()),
+                    signals: Arc::new(LocalSignalBuffer::new()),
+                };
+                Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, None).await
+            }
+            Some(url) => {
+                let client = redis::Client::open(with_resp3(&url)).with_context(|| format!("REDIS_URL `{url}`"))?;
+                let fleet = Fleet::join(&client, &config.redis_prefix)
+                    .await
+                    .with_context(|| format!("connecting to Redis at {url}"))?;
+                let adapter_config = RedisAdapterConfig::new().with_prefix(format!("{}:sio", config.redis_prefix));
+                let driver = ResilientDriver::connect(&client)
+                    .await
+                    .with_context(|| format!("starting the Redis adapter at {url}"))?;
+                let adapter = RedisAdapterCtr::new_with_driver(driver, adapter_config);
+                let (layer, io) = builder.with_adapter::<CustomRedisAdapter<_, ResilientDriver>>(adapter).build_layer();
+                let presence = Presences {
+                    chat: Arc::new(RedisPresence::new(fleet.clone(), "presence")),
+                    calls: Arc::new(RedisPresence::new(fleet.clone(), "devices")),
+                    signals: Arc::new(RedisSignalBuffer::new(fleet.clone())),
+                };
+                Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, Some(fleet)).await
+            }
+        }
+    }
 
+    /// Wires the services to a Socket.IO server with adapter `A` (local, or Redis for a
+    /// fleet), registers the namespaces, and binds.
+    #[allow(clippy::too_many_arguments)]
+    async fn assemble<A>(
+        config: Config,
+        push_policy: PushPolicy,
+        metrics: Metrics,
+        store: Arc<dyn Store>,
+        call_store: Arc<dyn CallStore>,
+        keys: JwtKeys,
+        io_layer: SocketIoLayer<A>,
+        io: SocketIo<A>,
+        presence: Presences,
+        fleet: Option<Fleet>,
+    ) -> anyhow::Result<Self>
+    where
+        A: Adapter + DefinedAdapter,
+        A::InitRes: AdapterInit,
+    {
         let push_queued = Arc::new(Notify::new());
         let realtime = Arc::new(SocketIoRealtime::new(io.clone(), metrics.clone()));
-        let chat = Arc::new(Chat::new(store.clone(), realtime.clone(), Arc::new(LocalPresence::new()), push_queued.clone()));
+        let chat = Arc::new(Chat::new(store.clone(), realtime.clone(), presence.chat, push_queued.clone()));
         let calls = Calls::new(
             store.clone(),
             call_store,
             chat.clone(),
             realtime.clone(),
-            Arc::new(LocalPresence::new()),
+            presence.calls,
+            presence.signals,
             config.ring_timeout,
             push_queued.clone(),
         );
-        let settled = calls.settle_after_restart().await.context("settling calls left by the previous run")?;
-        if settled > 0 {
-            tracing::info!(settled, "calls left ringing or active by the previous run were ended");
+        if fleet.is_none() {
+            // Alone, nobody can be connected to a server that is only starting: whatever
+            // the previous run left ringing or active is over. (In a fleet, the other
+            // instances still carry their calls; the sweeper settles abandoned ones.)
+            let settled = calls.settle_after_restart().await.context("settling calls left by the previous run")?;
+            if settled > 0 {
+                tracing::info!(settled, "calls left ringing or active by the previous run were ended");
+            }
         }
         let auth = Arc::new(Auth::new(store.clone(), realtime, keys, config.access_ttl, config.refresh_ttl));
         let ice = IceProvider::new(&config);
@@ -127,7 +236,9 @@ impl Server {
             drain: Drain::new(),
             config: config.clone(),
         };
-        crate::gateway::register(&io, state.clone());
+        for init in crate::gateway::register(&io, state.clone()) {
+            init.ready().await.context("initialising a namespace's adapter")?;
+        }
 
         let push = config
             .push_webhook_url
@@ -142,7 +253,8 @@ impl Server {
 
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        Ok(Self { listener, router, io, state, push })
+        let close: CloseSockets = Box::new(move || Box::pin(async move { io.close().await }));
+        Ok(Self { listener, router, close, state, push, fleet })
     }
 
     /// The address the server listens on.
@@ -159,9 +271,12 @@ impl Server {
     /// flight finish and ack (new ones are refused), closes every socket, stops the push
     /// worker after its current job, and returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, io, state, push } = self;
+        let Self { listener, router, close, state, push, fleet } = self;
         let stop_push = CancellationToken::new();
         let push_task = push.map(|worker| tokio::spawn(worker.run(stop_push.clone())));
+        let stop_fleet = CancellationToken::new();
+        let heartbeat = fleet.map(|fleet| tokio::spawn(fleet.heartbeat(stop_fleet.clone())));
+        let sweeper = tokio::spawn(state.calls.clone().sweep_every(Duration::from_secs(5), stop_fleet.clone().cancelled_owned()));
         let grace = state.config.shutdown_grace;
         let drain = state.drain.clone();
 
@@ -172,7 +287,7 @@ impl Server {
             if left > 0 {
                 tracing::warn!(left, "shutdown grace ran out with events still running");
             }
-            io.close().await;
+            close().await;
             tracing::info!("sockets closed");
         };
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
@@ -181,6 +296,11 @@ impl Server {
             .context("serving")?;
         stop_push.cancel();
         if let Some(task) = push_task {
+            let _ = tokio::time::timeout(grace, task).await;
+        }
+        stop_fleet.cancel();
+        let _ = sweeper.await;
+        if let Some(task) = heartbeat {
             let _ = tokio::time::timeout(grace, task).await;
         }
         tracing::info!("stopped");

@@ -5,9 +5,9 @@
 //! when it joins. A ring timer per call makes unanswered calls `missed`.
 
 pub mod machine;
+pub mod signals;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -25,6 +25,7 @@ use crate::presence::PresenceRegistry;
 use crate::realtime::{Audience, Device, Realtime};
 use crate::store::Store;
 use machine::Effect;
+use signals::{PendingSignal, SignalBuffer};
 
 /// Result of the calls service.
 pub type CallResult<T> = Result<T, DomainError>;
@@ -51,11 +52,6 @@ pub struct Initiated {
     pub joined_existing: bool,
 }
 
-struct PendingSignal {
-    kind: SignalKind,
-    from: UserId,
-    payload: SignalPayload,
-}
 
 /// The calls service.
 pub struct Calls {
@@ -70,7 +66,7 @@ pub struct Calls {
     /// One lane per conversation for `initiate`, so that two users calling each other
     /// at once meet in one call.
     placing: Lanes<ConversationId>,
-    pending: Mutex<HashMap<(CallId, UserId), VecDeque<PendingSignal>>>,
+    pending: Arc<dyn SignalBuffer>,
     ring_timeout: Duration,
     push_queued: Arc<Notify>,
 }
@@ -84,6 +80,7 @@ impl Calls {
         chat: Arc<Chat>,
         realtime: Arc<dyn Realtime>,
         devices: Arc<dyn PresenceRegistry>,
+        pending: Arc<dyn SignalBuffer>,
         ring_timeout: Duration,
         push_queued: Arc<Notify>,
     ) -> Arc<Self> {
@@ -95,7 +92,7 @@ impl Calls {
             devices,
             lanes: Lanes::new(),
             placing: Lanes::new(),
-            pending: Mutex::new(HashMap::new()),
+            pending,
             ring_timeout,
             push_queued,
         })
@@ -106,9 +103,6 @@ impl Calls {
         &self.calls
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<(CallId, UserId), VecDeque<PendingSignal>>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
 
     /// Places a call. Every socket of every callee rings (`call:incoming`); callees with
     /// no `/webrtc` socket get a push; a one-to-one callee already in an active call makes
@@ -285,7 +279,10 @@ impl Calls {
             match effect {
                 Effect::Send(to, event) => self.realtime.publish(to, event).await,
                 Effect::FlushPending(user, device) => {
-                    let queued = self.pending().remove(&(call.id, user)).unwrap_or_default();
+                    let queued = self.pending.take(call.id, user).await.unwrap_or_else(|e| {
+                        tracing::warn!(call = %call.id, error = %e, "could not take the signals waiting for a participant");
+                        Vec::new()
+                    });
                     for s in queued {
                         self.realtime
                             .publish(
@@ -295,7 +292,11 @@ impl Calls {
                             .await;
                     }
                 }
-                Effect::ClearPending => self.pending().retain(|(c, _), _| *c != call.id),
+                Effect::ClearPending => {
+                    if let Err(e) = self.pending.clear(call.id, &call.member_ids()).await {
+                        tracing::warn!(call = %call.id, error = %e, "could not clear a call's waiting signals");
+                    }
+                }
             }
         }
     }
@@ -362,12 +363,10 @@ impl Calls {
                         .await;
                 }
                 (ParticipantStatus::Ringing, _) => {
-                    let mut pending = self.pending();
-                    let queue = pending.entry((id, target.user_id)).or_default();
-                    if queue.len() >= MAX_PENDING_SIGNALS {
+                    let signal = PendingSignal { kind, from: from.user, payload: payload.clone() };
+                    if !self.pending.push(id, target.user_id, signal, MAX_PENDING_SIGNALS).await? {
                         return Err(DomainError::RateLimited);
                     }
-                    queue.push_back(PendingSignal { kind, from: from.user, payload: payload.clone() });
                 }
                 _ if to.is_some() => return Err(DomainError::Conflict("that participant is not in the call".into())),
                 _ => {}
@@ -445,8 +444,40 @@ impl Calls {
         Ok(settled)
     }
 
+    /// Applies the ring timeout to every call whose callees have rung too long. The ring
+    /// timer of the instance that placed a call normally does this; the sweep covers calls
+    /// whose instance stopped or died. Saves are versioned, so however many instances
+    /// sweep, each call times out once and its `call:ended` goes out once.
+    pub async fn sweep(&self) -> CallResult<usize> {
+        let cutoff = now() - chrono::Duration::from_std(self.ring_timeout).unwrap_or(chrono::Duration::seconds(45));
+        let mut expired = 0;
+        for call in self.calls.live_calls().await? {
+            let ringing = call.participants.iter().any(|p| p.status == ParticipantStatus::Ringing);
+            if ringing && call.created_at <= cutoff {
+                self.transition(call.id, |c, at| Ok(machine::ring_timeout(c, at))).await?;
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Sweeps every `every` until `stop` resolves.
+    pub async fn sweep_every(self: Arc<Self>, every: Duration, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {
+                    if let Err(e) = self.sweep().await {
+                        tracing::warn!(error = %e, "call sweep failed");
+                    }
+                }
+                _ = &mut stop => break,
+            }
+        }
+    }
+
     /// How many signals wait for participants who have not joined (metrics, tests).
-    pub fn pending_signals(&self) -> usize {
-        self.pending().values().map(VecDeque::len).sum()
+    pub async fn pending_signals(&self) -> usize {
+        self.pending.len().await.unwrap_or(0)
     }
 }

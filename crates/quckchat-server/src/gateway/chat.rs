@@ -9,6 +9,7 @@ use quckchat_domain::{ConversationId, MessageId};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 
 use super::ack::{ok_ack, AckError};
@@ -185,12 +186,12 @@ async fn execute(state: &AppState, ctx: &SocketCtx, command: ChatCommand) -> Res
 
 /// The one handler of every `/chat` event (registered as the socket's fallback, so
 /// unknown events get an answer too).
-pub async fn on_event(
+pub async fn on_event<A: Adapter>(
     state: AppState,
-    socket: SocketRef,
+    socket: SocketRef<A>,
     Event(event): Event,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     queued: Queued,
 ) {
     let route = known_event(&event);

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use tracing::Instrument;
 
@@ -27,12 +28,12 @@ pub enum RateClass {
 /// Handles one event. `route` is the event's canonical name and rate class, `None` for an
 /// unknown event; `run` does the namespace's work once it is this event's turn.
 #[allow(clippy::too_many_arguments)]
-pub async fn dispatch<Fut>(
+pub async fn dispatch<A: Adapter, Fut>(
     state: &AppState,
     namespace: &'static str,
-    socket: SocketRef,
+    socket: SocketRef<A>,
     event: &str,
-    ack: AckSender,
+    ack: AckSender<A>,
     queued: Queued,
     route: Option<(&'static str, RateClass)>,
     run: impl FnOnce(Arc<SocketCtx>) -> Fut,

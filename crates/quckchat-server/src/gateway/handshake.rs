@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::http::header::AUTHORIZATION;
 use serde_json::Value;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::ParserError;
 
@@ -27,7 +28,7 @@ impl fmt::Display for Unauthorized {
 }
 
 /// Finds the token a client presented, in the contract's order of precedence.
-fn presented_token(socket: &SocketRef, auth: &Result<Value, ParserError>) -> Option<String> {
+fn presented_token<A: Adapter>(socket: &SocketRef<A>, auth: &Result<Value, ParserError>) -> Option<String> {
     if let Ok(auth) = auth
         && let Some(raw) = auth.get("token").and_then(Value::as_str)
     {
@@ -46,9 +47,9 @@ fn presented_token(socket: &SocketRef, auth: &Result<Value, ParserError>) -> Opt
 /// Verifies the presented token and stores the socket's context, joining the rooms
 /// that address it (`user:`, `session:`). Runs before the CONNECT reply, so a socket is
 /// never connected without them.
-pub async fn authenticate(
+pub async fn authenticate<A: Adapter>(
     state: &AppState,
-    socket: &SocketRef,
+    socket: &SocketRef<A>,
     auth: &Result<Value, ParserError>,
     namespace: &'static str,
 ) -> Result<Principal, Unauthorized> {

@@ -18,6 +18,8 @@ use quckchat_domain::{ConversationId, SessionId, UserId};
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
+use socketioxide::adapter::Adapter;
+use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide::SocketIo;
 
 use crate::state::AppState;
@@ -60,24 +62,24 @@ impl fmt::Display for HandshakeError {
 }
 
 /// Registers the namespaces on the Socket.IO server.
-pub fn register(io: &SocketIo, state: AppState) {
+pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: AppState) -> Vec<A::InitRes> {
     let state_for_root = state.clone();
     let state_for_webrtc = state.clone();
     let on_connect = {
         let state = state.clone();
-        move |socket: SocketRef| chat_connected(state.clone(), socket)
+        move |socket: SocketRef<A>| chat_connected(state.clone(), socket)
     };
-    let handshake = move |socket: SocketRef, TryData(auth): TryData<Value>| {
+    let handshake = move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
         let state = state.clone();
         async move { chat_handshake(state, socket, auth).await }
     };
-    io.ns(chat::NAMESPACE, on_connect.with(handshake));
+    let mut inits = vec![io.ns(chat::NAMESPACE, on_connect.with(handshake))];
 
     // socket.io-client 2.x (Engine.IO v3) always joins the root namespace first, with the
     // token it put in the query. It is authenticated like the others and carries no events.
     let root = {
         let state = state_for_root;
-        move |socket: SocketRef, TryData(auth): TryData<Value>| {
+        move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
             let state = state.clone();
             async move {
                 handshake::authenticate(&state, &socket, &auth, "/")
@@ -87,24 +89,25 @@ pub fn register(io: &SocketIo, state: AppState) {
             }
         }
     };
-    io.ns("/", (async |_: SocketRef| {}).with(root));
+    inits.push(io.ns("/", (async |_: SocketRef<A>| {}).with(root)));
 
     let on_connect = {
         let state = state_for_webrtc.clone();
-        move |socket: SocketRef| webrtc_connected(state.clone(), socket)
+        move |socket: SocketRef<A>| webrtc_connected(state.clone(), socket)
     };
-    let handshake = move |socket: SocketRef, TryData(auth): TryData<Value>| {
+    let handshake = move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
         let state = state_for_webrtc.clone();
         async move { webrtc_handshake(state, socket, auth).await }
     };
-    io.ns(webrtc::NAMESPACE, on_connect.with(handshake));
+    inits.push(io.ns(webrtc::NAMESPACE, on_connect.with(handshake)));
+    inits
 }
 
 /// Authenticates a `/webrtc` socket, joins its user's and its own rooms and installs the
 /// handlers, before the CONNECT reply.
-async fn webrtc_handshake(
+async fn webrtc_handshake<A: Adapter>(
     state: AppState,
-    socket: SocketRef,
+    socket: SocketRef<A>,
     auth: Result<Value, socketioxide::ParserError>,
 ) -> Result<(), HandshakeError> {
     handshake::authenticate(&state, &socket, &auth, webrtc::NAMESPACE)
@@ -113,12 +116,12 @@ async fn webrtc_handshake(
     socket.join(device_room(&DeviceId(socket.id.to_string())));
     let on_event = {
         let state = state.clone();
-        move |s: SocketRef, event: Event, data: TryData<Value>, ack: AckSender, queued: Queued| {
+        move |s: SocketRef<A>, event: Event, data: TryData<Value>, ack: AckSender<A>, queued: Queued| {
             webrtc::on_event(state.clone(), s, event, data, ack, queued)
         }
     };
     socket.on_fallback(on_event);
-    socket.on_disconnect(|s: SocketRef| async move {
+    socket.on_disconnect(|s: SocketRef<A>| async move {
         if let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() {
             ctx.release_presence();
         }
@@ -127,7 +130,7 @@ async fn webrtc_handshake(
 }
 
 /// After the CONNECT reply: count the device; when it goes, it leaves any call it carried.
-async fn webrtc_connected(state: AppState, socket: SocketRef) {
+async fn webrtc_connected<A: Adapter>(state: AppState, socket: SocketRef<A>) {
     let Some(ctx) = socket.extensions.get::<Arc<SocketCtx>>() else { return };
     let device = Device { user: ctx.user, id: DeviceId(socket.id.to_string()) };
     match state.calls.device_connected(&device).await {
@@ -144,9 +147,9 @@ async fn webrtc_connected(state: AppState, socket: SocketRef) {
 /// Authenticates, joins the user's conversation rooms and installs the event handlers,
 /// all before the CONNECT reply, so that a connected socket already receives its
 /// conversations' events and no early event finds no handler.
-async fn chat_handshake(
+async fn chat_handshake<A: Adapter>(
     state: AppState,
-    socket: SocketRef,
+    socket: SocketRef<A>,
     auth: Result<Value, socketioxide::ParserError>,
 ) -> Result<(), HandshakeError> {
     let who = handshake::authenticate(&state, &socket, &auth, chat::NAMESPACE)
@@ -160,12 +163,12 @@ async fn chat_handshake(
 
     let on_event = {
         let state = state.clone();
-        move |s: SocketRef, event: Event, data: TryData<Value>, ack: AckSender, queued: Queued| {
+        move |s: SocketRef<A>, event: Event, data: TryData<Value>, ack: AckSender<A>, queued: Queued| {
             chat::on_event(state.clone(), s, event, data, ack, queued)
         }
     };
     socket.on_fallback(on_event);
-    socket.on_disconnect(|s: SocketRef| async move {
+    socket.on_disconnect(|s: SocketRef<A>| async move {
         if let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() {
             ctx.release_presence();
         }
@@ -175,7 +178,7 @@ async fn chat_handshake(
 
 /// After the CONNECT reply: count the socket for presence (co-members learn the user is
 /// online on its first socket anywhere).
-async fn chat_connected(state: AppState, socket: SocketRef) {
+async fn chat_connected<A: Adapter>(state: AppState, socket: SocketRef<A>) {
     let Some(ctx) = socket.extensions.get::<Arc<SocketCtx>>() else { return };
     match state.chat.socket_connected(ctx.user).await {
         Ok(()) => {

@@ -11,6 +11,7 @@ use quckchat_domain::{CallId, ConversationId, UserId};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 
 use super::ack::{ok_ack, AckError};
@@ -200,12 +201,12 @@ async fn execute(state: &AppState, ctx: &SocketCtx, device: &DeviceId, command: 
 }
 
 /// The one handler of every `/webrtc` event.
-pub async fn on_event(
+pub async fn on_event<A: Adapter>(
     state: AppState,
-    socket: SocketRef,
+    socket: SocketRef<A>,
     Event(event): Event,
     TryData(data): TryData<Value>,
-    ack: AckSender,
+    ack: AckSender<A>,
     queued: Queued,
 ) {
     let route = known_event(&event);
