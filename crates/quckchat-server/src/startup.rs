@@ -106,7 +106,8 @@ pub struct Backend {
     pub calls: Arc<dyn CallStore>,
 }
 
-/// Opens the store a `DATABASE_URL` names.
+/// Opens the store a `DATABASE_URL` names: `sqlite://PATH`, or `postgres://…` (add
+/// `schema=NAME` to the query to keep QuckChat's tables in their own schema).
 pub async fn open_store(url: &str) -> anyhow::Result<Backend> {
     if url.starts_with("sqlite:") {
         let store = Arc::new(
@@ -115,8 +116,48 @@ pub async fn open_store(url: &str) -> anyhow::Result<Backend> {
                 .with_context(|| format!("opening the SQLite store at {url}"))?,
         );
         Ok(Backend { store: store.clone(), calls: store })
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let (url, schema) = split_schema(url);
+        let store = match &schema {
+            Some(schema) => quckchat_store_postgres::PostgresStore::connect_in_schema(&url, schema).await,
+            None => quckchat_store_postgres::PostgresStore::connect(&url).await,
+        };
+        let store = Arc::new(store.with_context(|| format!("opening the PostgreSQL store at {}", redact(&url)))?);
+        Ok(Backend { store: store.clone(), calls: store })
     } else {
-        anyhow::bail!("DATABASE_URL `{url}`: only sqlite:// is supported by this build")
+        anyhow::bail!("DATABASE_URL `{}`: expected sqlite:// or postgres://", redact(url))
+    }
+}
+
+/// Takes our own `schema=` parameter out of a PostgreSQL URL.
+fn split_schema(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
+    let mut schema = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("schema=") {
+            Some(s) if !s.is_empty() => {
+                schema = Some(s.to_string());
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    (url, schema)
+}
+
+/// A URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -317,6 +358,23 @@ async fn refuse_eio3(allow: bool, request: Request, next: Next) -> Response {
         return (StatusCode::BAD_REQUEST, "Engine.IO v3 is not accepted here (ALLOW_EIO3=false)").into_response();
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_parameter_is_ours() {
+        assert_eq!(split_schema("postgres://u@h/db?schema=a"), ("postgres://u@h/db".into(), Some("a".into())));
+        assert_eq!(
+            split_schema("postgres://u@h/db?sslmode=disable&schema=b"),
+            ("postgres://u@h/db?sslmode=disable".into(), Some("b".into()))
+        );
+        assert_eq!(split_schema("postgres://u@h/db"), ("postgres://u@h/db".into(), None));
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
