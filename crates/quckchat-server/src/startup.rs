@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use quckchat_domain::call_store::CallStore;
+use quckchat_domain::calls::devices::{DeviceDirectory, LocalDevices};
 use quckchat_domain::calls::signals::{LocalSignalBuffer, SignalBuffer};
 use quckchat_domain::calls::Calls;
 use quckchat_domain::chat::Chat;
@@ -32,6 +33,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::auth::{Auth, JwtKeys};
 use crate::config::{Config, Transports};
+use crate::fleet::devices::RedisDevices;
 use crate::fleet::driver::ResilientDriver;
 use crate::fleet::presence::RedisPresence;
 use crate::fleet::signals::RedisSignalBuffer;
@@ -62,6 +64,7 @@ type CloseSockets = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>>
 struct Presences {
     chat: Arc<dyn PresenceRegistry>,
     calls: Arc<dyn PresenceRegistry>,
+    devices: Arc<dyn DeviceDirectory>,
     signals: Arc<dyn SignalBuffer>,
 }
 
@@ -198,6 +201,7 @@ impl Server {
                 let presence = Presences {
                     chat: Arc::new(LocalPresence::new()),
                     calls: Arc::new(LocalPresence::new()),
+                    devices: Arc::new(LocalDevices::new()),
                     signals: Arc::new(LocalSignalBuffer::new()),
                 };
                 Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, None).await
@@ -216,6 +220,7 @@ impl Server {
                 let presence = Presences {
                     chat: Arc::new(RedisPresence::new(fleet.clone(), "presence")),
                     calls: Arc::new(RedisPresence::new(fleet.clone(), "devices")),
+                    devices: Arc::new(RedisDevices::new(fleet.clone())),
                     signals: Arc::new(RedisSignalBuffer::new(fleet.clone())),
                 };
                 Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, Some(fleet)).await
@@ -251,6 +256,7 @@ impl Server {
             chat.clone(),
             realtime.clone(),
             presence.calls,
+            presence.devices,
             presence.signals,
             config.ring_timeout,
             push_queued.clone(),

@@ -4,6 +4,7 @@
 //! Signals for a participant who has not joined yet wait (bounded) and are delivered
 //! when it joins. A ring timer per call makes unanswered calls `missed`.
 
+pub mod devices;
 pub mod machine;
 pub mod signals;
 
@@ -24,6 +25,7 @@ use crate::model::{now, ConversationKind, PushJob, PushKind, Timestamp};
 use crate::presence::PresenceRegistry;
 use crate::realtime::{Audience, Device, Realtime};
 use crate::store::Store;
+use devices::DeviceDirectory;
 use machine::Effect;
 use signals::{PendingSignal, SignalBuffer};
 
@@ -61,6 +63,8 @@ pub struct Calls {
     realtime: Arc<dyn Realtime>,
     /// Counts `/webrtc` sockets per user: a callee with none gets a push.
     devices: Arc<dyn PresenceRegistry>,
+    /// Which devices are alive, to free calls whose device vanished with its instance.
+    directory: Arc<dyn DeviceDirectory>,
     /// One lane per call: transitions of a call happen one at a time.
     lanes: Lanes<CallId>,
     /// One lane per conversation for `initiate`, so that two users calling each other
@@ -80,6 +84,7 @@ impl Calls {
         chat: Arc<Chat>,
         realtime: Arc<dyn Realtime>,
         devices: Arc<dyn PresenceRegistry>,
+        directory: Arc<dyn DeviceDirectory>,
         pending: Arc<dyn SignalBuffer>,
         ring_timeout: Duration,
         push_queued: Arc<Notify>,
@@ -90,6 +95,7 @@ impl Calls {
             chat,
             realtime,
             devices,
+            directory,
             lanes: Lanes::new(),
             placing: Lanes::new(),
             pending,
@@ -394,13 +400,20 @@ impl Calls {
 
     /// A `/webrtc` socket connected.
     pub async fn device_connected(&self, device: &Device) -> CallResult<()> {
-        self.devices.socket_connected(device.user).await?;
+        self.directory.register(device).await?;
+        if let Err(e) = self.devices.socket_connected(device.user).await {
+            let _ = self.directory.unregister(device).await;
+            return Err(e.into());
+        }
         Ok(())
     }
 
     /// A `/webrtc` socket went away: if it carried a participant's media, that
     /// participant leaves the call.
     pub async fn device_gone(&self, device: &Device) {
+        if let Err(e) = self.directory.unregister(device).await {
+            tracing::warn!(user = %device.user, error = %e, "could not forget a call device");
+        }
         if let Err(e) = self.devices.socket_disconnected(device.user).await {
             tracing::warn!(user = %device.user, error = %e, "could not count a call device leaving");
         }
@@ -444,21 +457,31 @@ impl Calls {
         Ok(settled)
     }
 
-    /// Applies the ring timeout to every call whose callees have rung too long. The ring
-    /// timer of the instance that placed a call normally does this; the sweep covers calls
-    /// whose instance stopped or died. Saves are versioned, so however many instances
-    /// sweep, each call times out once and its `call:ended` goes out once.
+    /// Applies the ring timeout to every call whose callees have rung too long, and takes
+    /// out of their calls participants whose device is gone. The ring timer and the
+    /// disconnect path of the instance involved normally do this; the sweep covers what an
+    /// instance that died left behind. Saves are versioned, so however many instances
+    /// sweep, each change happens once and its events go out once.
     pub async fn sweep(&self) -> CallResult<usize> {
         let cutoff = now() - chrono::Duration::from_std(self.ring_timeout).unwrap_or(chrono::Duration::seconds(45));
-        let mut expired = 0;
+        let mut changed = 0;
         for call in self.calls.live_calls().await? {
             let ringing = call.participants.iter().any(|p| p.status == ParticipantStatus::Ringing);
             if ringing && call.created_at <= cutoff {
                 self.transition(call.id, |c, at| Ok(machine::ring_timeout(c, at))).await?;
-                expired += 1;
+                changed += 1;
+            }
+            // A joined device that is gone without a goodbye (its instance died) leaves.
+            for p in call.joined() {
+                let Some(device) = p.device.clone().map(crate::realtime::DeviceId) else { continue };
+                if !self.directory.is_live(&device).await? {
+                    let user = p.user_id;
+                    self.transition(call.id, |c, at| machine::hang_up(c, user, Some(&device), at)).await?;
+                    changed += 1;
+                }
             }
         }
-        Ok(expired)
+        Ok(changed)
     }
 
     /// Sweeps every `every` until `stop` resolves.

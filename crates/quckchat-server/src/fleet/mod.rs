@@ -2,6 +2,7 @@
 //! instance announces itself with a heartbeat key that expires, so what a dead instance
 //! held stops counting on its own.
 
+pub mod devices;
 pub mod driver;
 pub mod presence;
 pub mod signals;

@@ -91,29 +91,38 @@ pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: AppState) 
     };
     inits.push(io.ns("/", (async |_: SocketRef<A>| {}).with(root)));
 
-    let on_connect = {
-        let state = state_for_webrtc.clone();
-        move |socket: SocketRef<A>| webrtc_connected(state.clone(), socket)
-    };
     let handshake = move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
         let state = state_for_webrtc.clone();
         async move { webrtc_handshake(state, socket, auth).await }
     };
-    inits.push(io.ns(webrtc::NAMESPACE, on_connect.with(handshake)));
+    inits.push(io.ns(webrtc::NAMESPACE, (async |_: SocketRef<A>| {}).with(handshake)));
     inits
 }
 
-/// Authenticates a `/webrtc` socket, joins its user's and its own rooms and installs the
-/// handlers, before the CONNECT reply.
+/// Authenticates a `/webrtc` socket, joins its user's and its own rooms, counts the
+/// device and installs the handlers, all before the CONNECT reply.
 async fn webrtc_handshake<A: Adapter>(
     state: AppState,
     socket: SocketRef<A>,
     auth: Result<Value, socketioxide::ParserError>,
 ) -> Result<(), HandshakeError> {
-    handshake::authenticate(&state, &socket, &auth, webrtc::NAMESPACE)
+    let who = handshake::authenticate(&state, &socket, &auth, webrtc::NAMESPACE)
         .await
         .map_err(|_| HandshakeError::Unauthorized)?;
-    socket.join(device_room(&DeviceId(socket.id.to_string())));
+    let device = Device { user: who.user_id, id: DeviceId(socket.id.to_string()) };
+    socket.join(device_room(&device.id));
+    // Counted before the CONNECT reply, so no event of this device can come first; the
+    // guard undoes it however the socket ends.
+    state.calls.device_connected(&device).await.map_err(|e| {
+        tracing::error!(user = %who.user_id, error = %e, "could not count a call device");
+        HandshakeError::Unavailable
+    })?;
+    if let Some(ctx) = socket.extensions.get::<Arc<SocketCtx>>() {
+        let calls = state.calls.clone();
+        ctx.hold_presence(PresenceGuard::new(state.metrics.clone(), webrtc::NAMESPACE, async move {
+            calls.device_gone(&device).await;
+        }));
+    }
     let on_event = {
         let state = state.clone();
         move |s: SocketRef<A>, event: Event, data: TryData<Value>, ack: AckSender<A>, queued: Queued| {
@@ -127,21 +136,6 @@ async fn webrtc_handshake<A: Adapter>(
         }
     });
     Ok(())
-}
-
-/// After the CONNECT reply: count the device; when it goes, it leaves any call it carried.
-async fn webrtc_connected<A: Adapter>(state: AppState, socket: SocketRef<A>) {
-    let Some(ctx) = socket.extensions.get::<Arc<SocketCtx>>() else { return };
-    let device = Device { user: ctx.user, id: DeviceId(socket.id.to_string()) };
-    match state.calls.device_connected(&device).await {
-        Ok(()) => {
-            let calls = state.calls.clone();
-            ctx.hold_presence(PresenceGuard::new(state.metrics.clone(), webrtc::NAMESPACE, async move {
-                calls.device_gone(&device).await;
-            }))
-        }
-        Err(e) => tracing::error!(user = %ctx.user, error = %e, "could not count a call device"),
-    }
 }
 
 /// Authenticates, joins the user's conversation rooms and installs the event handlers,
