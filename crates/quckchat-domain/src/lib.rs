@@ -16,6 +16,7 @@ pub mod ids;
 pub mod lanes;
 pub mod model;
 pub mod presence;
+pub mod receipts;
 pub mod realtime;
 pub mod store;
 pub mod values;

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod conformance;
 pub mod fleet;
 pub mod gateway;
 pub mod http;

@@ -17,6 +17,11 @@ async fn main() -> anyhow::Result<()> {
         logs.init();
     }
 
+    // `quckchat conformance`: the protocol test suites' reference server instead.
+    if std::env::args().nth(1).as_deref() == Some("conformance") {
+        return quckchat_server::conformance::run(shutdown_signal()).await;
+    }
+
     let config = Config::from_env().context("reading the configuration")?;
     let server = Server::build(config).await?;
     let addr = server.local_addr();

@@ -366,6 +366,19 @@ async fn refuse_eio3(allow: bool, request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+fn cors(origins: &[String]) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600));
+    if origins.is_empty() {
+        base.allow_origin(Any)
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+        base.allow_origin(AllowOrigin::list(list)).allow_credentials(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,18 +393,5 @@ mod tests {
         assert_eq!(split_schema("postgres://u@h/db"), ("postgres://u@h/db".into(), None));
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-    }
-}
-
-fn cors(origins: &[String]) -> CorsLayer {
-    let base = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-        .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
-        .max_age(Duration::from_secs(600));
-    if origins.is_empty() {
-        base.allow_origin(Any)
-    } else {
-        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
-        base.allow_origin(AllowOrigin::list(list)).allow_credentials(true)
     }
 }

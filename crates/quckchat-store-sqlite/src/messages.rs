@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use quckchat_domain::receipts::ReceiptIndex;
 use quckchat_domain::model::{
     Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt,
     Timestamp,
@@ -104,7 +105,7 @@ async fn complete(conn: &mut SqliteConnection, rows: Vec<SqliteRow>) -> StoreRes
 struct Readers {
     /// Per user: receipts by ascending seq, each with the earliest read time of it and
     /// every later receipt (the suffix minimum).
-    by_user: HashMap<UserId, Vec<(i64, Timestamp)>>,
+    index: ReceiptIndex,
 }
 
 impl Readers {
@@ -131,41 +132,19 @@ impl Readers {
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
-        let mut by_user: HashMap<UserId, Vec<(i64, Timestamp)>> = HashMap::new();
+        let mut receipts = Vec::with_capacity(rows.len());
         for row in &rows {
             let user: UserId = id(row.try_get("user_id").map_err(db)?)?;
             let seq: i64 = row.try_get(1).map_err(db)?;
             let read_at = time(row.try_get(2).map_err(db)?)?;
-            by_user.entry(user).or_default().push((seq, read_at));
+            receipts.push((user, seq, read_at));
         }
-        for receipts in by_user.values_mut() {
-            receipts.sort_unstable();
-            let mut earliest: Option<Timestamp> = None;
-            for (_, read_at) in receipts.iter_mut().rev() {
-                let min = earliest.map_or(*read_at, |e| e.min(*read_at));
-                *read_at = min;
-                earliest = Some(min);
-            }
-        }
-        Ok(Self { by_user })
+        Ok(Self { index: ReceiptIndex::new(receipts) })
     }
 
     /// Who read `message` (never its sender) and when first, earliest first.
     fn of(&self, message: &Message) -> Vec<ReadReceipt> {
-        let mut read_by: Vec<ReadReceipt> = self
-            .by_user
-            .iter()
-            .filter(|(user, _)| **user != message.sender_id)
-            .filter_map(|(user, receipts)| {
-                let first = receipts.partition_point(|(seq, _)| *seq < message.seq);
-                receipts.get(first).map(|(_, read_at)| ReadReceipt {
-                    user_id: *user,
-                    read_at: *read_at,
-                })
-            })
-            .collect();
-        read_by.sort_by_key(|r| (r.read_at, r.user_id));
-        read_by
+        self.index.read_by(message)
     }
 }
 

@@ -501,6 +501,6 @@ impl Calls {
 
     /// How many signals wait for participants who have not joined (metrics, tests).
     pub async fn pending_signals(&self) -> usize {
-        self.pending.len().await.unwrap_or(0)
+        self.pending.waiting().await.unwrap_or(0)
     }
 }

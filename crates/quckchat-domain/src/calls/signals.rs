@@ -32,7 +32,7 @@ pub trait SignalBuffer: Send + Sync + 'static {
     /// Forgets everything waiting in `call` for any of `users`.
     async fn clear(&self, call: CallId, users: &[UserId]) -> Result<(), StoreError>;
     /// How many signals wait in all (metrics, tests).
-    async fn len(&self) -> Result<usize, StoreError>;
+    async fn waiting(&self) -> Result<usize, StoreError>;
 }
 
 /// Early signals of a single instance, in memory.
@@ -73,7 +73,7 @@ impl SignalBuffer for LocalSignalBuffer {
         Ok(())
     }
 
-    async fn len(&self) -> Result<usize, StoreError> {
+    async fn waiting(&self) -> Result<usize, StoreError> {
         Ok(self.queues().values().map(VecDeque::len).sum())
     }
 }

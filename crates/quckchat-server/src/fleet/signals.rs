@@ -105,7 +105,7 @@ impl SignalBuffer for RedisSignalBuffer {
         redis.del::<_, ()>(keys).await.map_err(backend)
     }
 
-    async fn len(&self) -> Result<usize, StoreError> {
+    async fn waiting(&self) -> Result<usize, StoreError> {
         // Only tests and metrics ask; a fleet-wide count would need a scan. Report what is
         // unknown as zero rather than scanning Redis.
         Ok(0)

@@ -2,6 +2,7 @@
 //! `{success: false, error: {code, message}}` (CONTRACT §3).
 
 use quckchat_domain::DomainError;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -63,6 +64,19 @@ impl From<DomainError> for AckError {
             }
         }
     }
+}
+
+/// Reads an event's payload object into its typed form; anything else is `invalid_payload`.
+pub fn payload<T: DeserializeOwned>(data: Value) -> Result<T, AckError> {
+    if !data.is_object() {
+        return Err(AckError::InvalidPayload("the payload must be an object".into()));
+    }
+    serde_json::from_value(data).map_err(|e| AckError::InvalidPayload(format!("invalid payload: {e}")))
+}
+
+/// Parses an id field; a malformed one is `invalid_payload`, naming the field.
+pub fn id<T>(raw: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, AckError> {
+    parse(raw).ok_or_else(|| AckError::InvalidPayload(format!("`{what}` is not a valid id")))
 }
 
 /// A successful ack: `{success: true, ...fields}`.

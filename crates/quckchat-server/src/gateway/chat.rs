@@ -6,13 +6,12 @@ use quckchat_domain::chat::{ClientMessageId, SendMessage};
 use quckchat_domain::model::{Attachment, MessageKind};
 use quckchat_domain::values::{Emoji, MessageContent};
 use quckchat_domain::{ConversationId, MessageId};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 
-use super::ack::{ok_ack, AckError};
+use super::ack::{id, ok_ack, payload, AckError};
 use super::dispatch::{dispatch, RateClass};
 use super::session::{Queued, SocketCtx};
 use crate::state::AppState;
@@ -94,16 +93,6 @@ struct ReactionPayload {
     emoji: String,
 }
 
-fn payload<T: DeserializeOwned>(data: Value) -> Result<T, AckError> {
-    if !data.is_object() {
-        return Err(AckError::InvalidPayload("the payload must be an object".into()));
-    }
-    serde_json::from_value(data).map_err(|e| AckError::InvalidPayload(format!("invalid payload: {e}")))
-}
-
-fn id<T>(raw: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, AckError> {
-    parse(raw).ok_or_else(|| AckError::InvalidPayload(format!("`{what}` is not a valid id")))
-}
 
 impl ChatCommand {
     /// Parses an event and its first argument; every failure is `invalid_payload`.

@@ -8,13 +8,12 @@ use quckchat_domain::calls::CallTarget;
 use quckchat_domain::events::{SignalKind, SignalPayload};
 use quckchat_domain::realtime::{Device, DeviceId};
 use quckchat_domain::{CallId, ConversationId, UserId};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 
-use super::ack::{ok_ack, AckError};
+use super::ack::{id, ok_ack, payload, AckError};
 use super::dispatch::{dispatch, RateClass};
 use super::session::{Queued, SocketCtx};
 use crate::state::AppState;
@@ -96,16 +95,6 @@ struct MutePayload {
     muted: bool,
 }
 
-fn payload<T: DeserializeOwned>(data: Value) -> Result<T, AckError> {
-    if !data.is_object() {
-        return Err(AckError::InvalidPayload("the payload must be an object".into()));
-    }
-    serde_json::from_value(data).map_err(|e| AckError::InvalidPayload(format!("invalid payload: {e}")))
-}
-
-fn id<T>(raw: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, AckError> {
-    parse(raw).ok_or_else(|| AckError::InvalidPayload(format!("`{what}` is not a valid id")))
-}
 
 impl CallCommand {
     /// Parses an event and its first argument; every failure is `invalid_payload`.
