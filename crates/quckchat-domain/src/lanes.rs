@@ -54,14 +54,44 @@ impl<K: Eq + Hash + Clone> Lanes<K> {
     }
 }
 
+/// Like [`LaneGuard`], but holding the lanes by `Arc`, so it can be kept anywhere.
+pub struct OwnedLaneGuard<K: Eq + Hash + Clone> {
+    lanes: Arc<Lanes<K>>,
+    key: K,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl<K: Eq + Hash + Clone> Lanes<K> {
+    /// Waits for the lane of `key`, holding the lanes by `Arc`.
+    pub async fn enter_owned(lanes: Arc<Self>, key: K) -> OwnedLaneGuard<K> {
+        let lane = {
+            let mut map = lanes.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let guard = lane.lock_owned().await;
+        OwnedLaneGuard { lanes, key, guard: Some(guard) }
+    }
+
+    fn release(&self, key: &K) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds the lane now: nobody is inside or waiting, so forget it.
+        if lanes.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            lanes.remove(key);
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for OwnedLaneGuard<K> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.lanes.release(&self.key);
+    }
+}
+
 impl<K: Eq + Hash + Clone> Drop for LaneGuard<'_, K> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        let mut lanes = self.lanes.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        // Only the map holds the lane now: nobody is inside or waiting, so forget it.
-        if lanes.get(&self.key).is_some_and(|l| Arc::strong_count(l) == 1) {
-            lanes.remove(&self.key);
-        }
+        self.lanes.release(&self.key);
     }
 }
 

@@ -15,6 +15,7 @@ pub mod events;
 pub mod ids;
 pub mod lanes;
 pub mod model;
+pub mod ordering;
 pub mod presence;
 pub mod receipts;
 pub mod realtime;

@@ -18,6 +18,7 @@ use quckchat_domain::call_store::CallStore;
 use quckchat_domain::calls::devices::{DeviceDirectory, LocalDevices};
 use quckchat_domain::calls::signals::{LocalSignalBuffer, SignalBuffer};
 use quckchat_domain::calls::Calls;
+use quckchat_domain::ordering::{ConversationOrder, LocalOrder};
 use quckchat_domain::chat::Chat;
 use quckchat_domain::presence::{LocalPresence, PresenceRegistry};
 use quckchat_domain::store::Store;
@@ -35,6 +36,7 @@ use crate::auth::{Auth, JwtKeys};
 use crate::config::{Config, Transports};
 use crate::fleet::devices::RedisDevices;
 use crate::fleet::driver::ResilientDriver;
+use crate::fleet::order::RedisOrder;
 use crate::fleet::presence::RedisPresence;
 use crate::fleet::signals::RedisSignalBuffer;
 use crate::fleet::Fleet;
@@ -66,6 +68,7 @@ struct Presences {
     calls: Arc<dyn PresenceRegistry>,
     devices: Arc<dyn DeviceDirectory>,
     signals: Arc<dyn SignalBuffer>,
+    order: Arc<dyn ConversationOrder>,
 }
 
 /// Waiting for a namespace's adapter to be ready: nothing to wait for locally; a remote
@@ -203,6 +206,7 @@ impl Server {
                     calls: Arc::new(LocalPresence::new()),
                     devices: Arc::new(LocalDevices::new()),
                     signals: Arc::new(LocalSignalBuffer::new()),
+                    order: Arc::new(LocalOrder::new()),
                 };
                 Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, None).await
             }
@@ -222,6 +226,7 @@ impl Server {
                     calls: Arc::new(RedisPresence::new(fleet.clone(), "devices")),
                     devices: Arc::new(RedisDevices::new(fleet.clone())),
                     signals: Arc::new(RedisSignalBuffer::new(fleet.clone())),
+                    order: Arc::new(RedisOrder::new(fleet.clone())),
                 };
                 Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, Some(fleet)).await
             }
@@ -249,7 +254,7 @@ impl Server {
     {
         let push_queued = Arc::new(Notify::new());
         let realtime = Arc::new(SocketIoRealtime::new(io.clone(), metrics.clone()));
-        let chat = Arc::new(Chat::new(store.clone(), realtime.clone(), presence.chat, push_queued.clone()));
+        let chat = Arc::new(Chat::new(store.clone(), realtime.clone(), presence.chat, presence.order, push_queued.clone()));
         let calls = Calls::new(
             store.clone(),
             call_store,

@@ -103,7 +103,7 @@ impl Chat {
         }
         let sender = self.store.user(actor).await?.ok_or(DomainError::NotFound("user"))?;
 
-        let _lane = self.lanes.enter(conversation.id).await;
+        let _turn = self.order.turn(conversation.id).await;
         let others: Vec<UserId> = conversation.others(actor).collect();
         let online = self.presence.online_among(&others).await?;
         let at = now();

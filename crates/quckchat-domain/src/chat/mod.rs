@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::error::DomainError;
 use crate::ids::{ConversationId, UserId};
-use crate::lanes::Lanes;
+use crate::ordering::ConversationOrder;
 use crate::model::Role;
 use crate::presence::PresenceRegistry;
 use crate::realtime::Realtime;
@@ -32,9 +32,9 @@ pub struct Chat {
     store: Arc<dyn Store>,
     realtime: Arc<dyn Realtime>,
     presence: Arc<dyn PresenceRegistry>,
-    /// One lane per conversation: a message is stored and broadcast before the next one
-    /// in the same conversation starts, so every member receives them in `seq` order.
-    lanes: Lanes<ConversationId>,
+    /// A conversation's turn: a message is stored and broadcast before the next one in
+    /// the same conversation starts, so every member receives them in `seq` order.
+    order: Arc<dyn ConversationOrder>,
     /// Woken when push jobs were queued, so the outbox worker need not poll fast.
     push_queued: Arc<Notify>,
 }
@@ -45,9 +45,10 @@ impl Chat {
         store: Arc<dyn Store>,
         realtime: Arc<dyn Realtime>,
         presence: Arc<dyn PresenceRegistry>,
+        order: Arc<dyn ConversationOrder>,
         push_queued: Arc<Notify>,
     ) -> Self {
-        Self { store, realtime, presence, lanes: Lanes::new(), push_queued }
+        Self { store, realtime, presence, order, push_queued }
     }
 
     /// The store behind the service.

@@ -4,6 +4,7 @@
 
 pub mod devices;
 pub mod driver;
+pub mod order;
 pub mod presence;
 pub mod signals;
 

@@ -100,3 +100,27 @@ async fn devices_live_while_their_instance_does() {
     assert!(!db.is_live(&device.id).await.unwrap(), "a device of a dead instance is gone");
     da.unregister(&device).await.unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: set REDIS_URL_TEST"]
+async fn a_conversation_turn_is_held_by_one_instance_at_a_time() {
+    use quckchat_domain::ordering::ConversationOrder;
+    use quckchat_domain::ConversationId;
+    use quckchat_server::fleet::order::RedisOrder;
+
+    let (a, b) = two_instances().await;
+    let (oa, ob) = (RedisOrder::new(a), RedisOrder::new(b));
+    let conversation = ConversationId::new();
+    let held_by_a = oa.turn(conversation).await;
+    // While a holds the turn, b cannot have it (b keeps retrying for up to 2 s).
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), ob.turn(conversation)).await;
+    assert!(early.is_err(), "b got the turn while a held it");
+    drop(held_by_a);
+    tokio::time::timeout(std::time::Duration::from_secs(5), ob.turn(conversation))
+        .await
+        .expect("b gets the turn once a lets go");
+    // Another conversation is never blocked by this one.
+    let _other = tokio::time::timeout(std::time::Duration::from_secs(1), ob.turn(ConversationId::new()))
+        .await
+        .expect("other conversations go at once");
+}
