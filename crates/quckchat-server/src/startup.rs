@@ -54,6 +54,8 @@ pub struct Server {
     router: Router,
     close: CloseSockets,
     state: AppState,
+    /// The state the Socket.IO handlers reach (weakly) while the server runs.
+    shared: Arc<AppState>,
     push: Option<PushWorker>,
     fleet: Option<Fleet>,
 }
@@ -112,8 +114,10 @@ pub struct Backend {
     pub calls: Arc<dyn CallStore>,
 }
 
-/// Opens the store a `DATABASE_URL` names: `sqlite://PATH`, or `postgres://…` (add
-/// `schema=NAME` to the query to keep QuckChat's tables in their own schema).
+/// Opens the store a `DATABASE_URL` names: `sqlite://PATH`, `postgres://…` (add
+/// `schema=NAME` to the query to keep QuckChat's tables in their own schema, `pool_max=N`
+/// to bound its connections, 16 by default), or
+/// `mongodb://HOST/DATABASE`.
 pub async fn open_store(url: &str) -> anyhow::Result<Backend> {
     if url.starts_with("sqlite:") {
         let store = Arc::new(
@@ -123,34 +127,44 @@ pub async fn open_store(url: &str) -> anyhow::Result<Backend> {
         );
         Ok(Backend { store: store.clone(), calls: store })
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let (url, schema) = split_schema(url);
-        let store = match &schema {
-            Some(schema) => quckchat_store_postgres::PostgresStore::connect_in_schema(&url, schema).await,
-            None => quckchat_store_postgres::PostgresStore::connect(&url).await,
+        let (url, schema) = take_param(url, "schema");
+        let (url, pool) = take_param(&url, "pool_max");
+        let pool = match pool {
+            Some(n) => n.parse().with_context(|| format!("pool_max={n} is not a whole number"))?,
+            None => 16,
         };
+        let store = quckchat_store_postgres::PostgresStore::connect_with(&url, schema.as_deref(), pool).await;
         let store = Arc::new(store.with_context(|| format!("opening the PostgreSQL store at {}", redact(&url)))?);
         Ok(Backend { store: store.clone(), calls: store })
+    } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+        let store = Arc::new(
+            quckchat_store_mongo::MongoStore::connect(url)
+                .await
+                .with_context(|| format!("opening the MongoDB store at {}", redact(url)))?,
+        );
+        Ok(Backend { store: store.clone(), calls: store })
     } else {
-        anyhow::bail!("DATABASE_URL `{}`: expected sqlite:// or postgres://", redact(url))
+        anyhow::bail!("DATABASE_URL `{}`: expected sqlite://, postgres:// or mongodb://", redact(url))
     }
 }
 
-/// Takes our own `schema=` parameter out of a PostgreSQL URL.
-fn split_schema(url: &str) -> (String, Option<String>) {
+/// Takes one of our own parameters (`schema=`, `pool_max=`) out of a PostgreSQL URL.
+fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
-    let mut schema = None;
+    let prefix = format!("{name}=");
+    let mut value = None;
     let rest: Vec<&str> = query
         .split('&')
-        .filter(|pair| match pair.strip_prefix("schema=") {
-            Some(s) if !s.is_empty() => {
-                schema = Some(s.to_string());
+        .filter(|pair| match pair.strip_prefix(prefix.as_str()) {
+            Some(v) if !v.is_empty() => {
+                value = Some(v.to_string());
                 false
             }
             _ => true,
         })
         .collect();
     let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
-    (url, schema)
+    (url, value)
 }
 
 /// A URL without its password, for logs.
@@ -288,7 +302,8 @@ impl Server {
             drain: Drain::new(),
             config: config.clone(),
         };
-        for init in crate::gateway::register(&io, state.clone()) {
+        let shared = Arc::new(state.clone());
+        for init in crate::gateway::register(&io, &shared) {
             init.ready().await.context("initialising a namespace's adapter")?;
         }
 
@@ -306,7 +321,7 @@ impl Server {
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let close: CloseSockets = Box::new(move || Box::pin(async move { io.close().await }));
-        Ok(Self { listener, router, close, state, push, fleet })
+        Ok(Self { listener, router, close, state, shared, push, fleet })
     }
 
     /// The address the server listens on.
@@ -323,7 +338,7 @@ impl Server {
     /// flight finish and ack (new ones are refused), closes every socket, stops the push
     /// worker after its current job, and returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, close, state, push, fleet } = self;
+        let Self { listener, router, close, state, shared, push, fleet } = self;
         let stop_push = CancellationToken::new();
         let push_task = push.map(|worker| tokio::spawn(worker.run(stop_push.clone())));
         let stop_fleet = CancellationToken::new();
@@ -355,6 +370,7 @@ impl Server {
         if let Some(task) = heartbeat {
             let _ = tokio::time::timeout(grace, task).await;
         }
+        drop(shared);
         tracing::info!("stopped");
         Ok(())
     }
@@ -390,12 +406,13 @@ mod tests {
 
     #[test]
     fn schema_parameter_is_ours() {
-        assert_eq!(split_schema("postgres://u@h/db?schema=a"), ("postgres://u@h/db".into(), Some("a".into())));
+        assert_eq!(take_param("postgres://u@h/db?schema=a", "schema"), ("postgres://u@h/db".into(), Some("a".into())));
         assert_eq!(
-            split_schema("postgres://u@h/db?sslmode=disable&schema=b"),
+            take_param("postgres://u@h/db?sslmode=disable&schema=b", "schema"),
             ("postgres://u@h/db?sslmode=disable".into(), Some("b".into()))
         );
-        assert_eq!(split_schema("postgres://u@h/db"), ("postgres://u@h/db".into(), None));
+        assert_eq!(take_param("postgres://u@h/db", "schema"), ("postgres://u@h/db".into(), None));
+        assert_eq!(take_param("postgres://u@h/db?pool_max=4&schema=c", "pool_max"), ("postgres://u@h/db?schema=c".into(), Some("4".into())));
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }

@@ -65,23 +65,29 @@ impl PostgresStore {
     /// pool of 16 connections and brings its schema up to date. The tables live in the
     /// connection's default schema (usually `public`).
     pub async fn connect(url: &str) -> anyhow::Result<PostgresStore> {
-        Self::open(url, None).await
+        Self::open(url, None, POOL_SIZE).await
+    }
+
+    /// Connects with at most `pool_size` connections, in `schema` when given (see
+    /// [`connect_in_schema`](Self::connect_in_schema)).
+    pub async fn connect_with(url: &str, schema: Option<&str>, pool_size: u32) -> anyhow::Result<PostgresStore> {
+        Self::open(url, schema, pool_size.max(1)).await
     }
 
     /// Like [`connect`](Self::connect), but keeps everything in `schema`, which is created
     /// when missing: every pooled connection gets `search_path` set to it. Several
     /// schemas in one database are fully separate stores (tests use one each).
     pub async fn connect_in_schema(url: &str, schema: &str) -> anyhow::Result<PostgresStore> {
-        Self::open(url, Some(schema)).await
+        Self::open(url, Some(schema), POOL_SIZE).await
     }
 
-    async fn open(url: &str, schema: Option<&str>) -> anyhow::Result<PostgresStore> {
+    async fn open(url: &str, schema: Option<&str>, pool_size: u32) -> anyhow::Result<PostgresStore> {
         // Appends, saves and claims rely on READ COMMITTED (a statement that waited for a
         // row lock then sees what its holder committed), whatever the server's default.
         let options = PgConnectOptions::from_str(url)
             .with_context(|| format!("invalid PostgreSQL URL {url:?}"))?
             .options([("default_transaction_isolation", "read committed")]);
-        let mut pool_options = PgPoolOptions::new().max_connections(POOL_SIZE);
+        let mut pool_options = PgPoolOptions::new().max_connections(pool_size);
         if let Some(schema) = schema {
             let quoted = quote_identifier(schema)?;
             create_schema(&options, &quoted).await?;

@@ -14,6 +14,8 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use super::ack::{id, ok_ack, payload, AckError};
 use super::dispatch::{dispatch, RateClass};
 use super::session::{Queued, SocketCtx};
+use std::sync::Weak;
+
 use crate::state::AppState;
 
 /// The `/chat` namespace path.
@@ -176,13 +178,14 @@ async fn execute(state: &AppState, ctx: &SocketCtx, command: ChatCommand) -> Res
 /// The one handler of every `/chat` event (registered as the socket's fallback, so
 /// unknown events get an answer too).
 pub async fn on_event<A: Adapter>(
-    state: AppState,
+    state: Weak<AppState>,
     socket: SocketRef<A>,
     Event(event): Event,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
     queued: Queued,
 ) {
+    let Some(state) = state.upgrade() else { return };
     let route = known_event(&event);
     let st = state.clone();
     let name = event.clone();

@@ -11,7 +11,7 @@ mod session;
 pub mod webrtc;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use quckchat_domain::realtime::{Device, DeviceId};
 use quckchat_domain::{ConversationId, SessionId, UserId};
@@ -62,26 +62,28 @@ impl fmt::Display for HandshakeError {
 }
 
 /// Registers the namespaces on the Socket.IO server.
-pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: AppState) -> Vec<A::InitRes> {
-    let state_for_root = state.clone();
-    let state_for_webrtc = state.clone();
+pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: &Arc<AppState>) -> Vec<A::InitRes> {
+    // Handlers hold the state weakly: the state holds the Socket.IO server (through the
+    // realtime port), and a strong reference back would keep both alive forever.
+    let weak = Arc::downgrade(state);
     let on_connect = {
-        let state = state.clone();
-        move |socket: SocketRef<A>| chat_connected(state.clone(), socket)
+        let weak = weak.clone();
+        move |socket: SocketRef<A>| chat_connected(weak.clone(), socket)
     };
-    let handshake = move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
-        let state = state.clone();
-        async move { chat_handshake(state, socket, auth).await }
+    let handshake = {
+        let weak = weak.clone();
+        move |socket: SocketRef<A>, TryData(auth): TryData<Value>| chat_handshake(weak.clone(), socket, auth)
     };
     let mut inits = vec![io.ns(chat::NAMESPACE, on_connect.with(handshake))];
 
     // socket.io-client 2.x (Engine.IO v3) always joins the root namespace first, with the
     // token it put in the query. It is authenticated like the others and carries no events.
     let root = {
-        let state = state_for_root;
+        let weak = weak.clone();
         move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
-            let state = state.clone();
+            let weak = weak.clone();
             async move {
+                let state = weak.upgrade().ok_or(HandshakeError::Unavailable)?;
                 handshake::authenticate(&state, &socket, &auth, "/")
                     .await
                     .map(|_| ())
@@ -91,10 +93,7 @@ pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: AppState) 
     };
     inits.push(io.ns("/", (async |_: SocketRef<A>| {}).with(root)));
 
-    let handshake = move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
-        let state = state_for_webrtc.clone();
-        async move { webrtc_handshake(state, socket, auth).await }
-    };
+    let handshake = move |socket: SocketRef<A>, TryData(auth): TryData<Value>| webrtc_handshake(weak.clone(), socket, auth);
     inits.push(io.ns(webrtc::NAMESPACE, (async |_: SocketRef<A>| {}).with(handshake)));
     inits
 }
@@ -102,10 +101,11 @@ pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: AppState) 
 /// Authenticates a `/webrtc` socket, joins its user's and its own rooms, counts the
 /// device and installs the handlers, all before the CONNECT reply.
 async fn webrtc_handshake<A: Adapter>(
-    state: AppState,
+    weak: Weak<AppState>,
     socket: SocketRef<A>,
     auth: Result<Value, socketioxide::ParserError>,
 ) -> Result<(), HandshakeError> {
+    let state = weak.upgrade().ok_or(HandshakeError::Unavailable)?;
     let who = handshake::authenticate(&state, &socket, &auth, webrtc::NAMESPACE)
         .await
         .map_err(|_| HandshakeError::Unauthorized)?;
@@ -118,16 +118,16 @@ async fn webrtc_handshake<A: Adapter>(
         HandshakeError::Unavailable
     })?;
     if let Some(ctx) = socket.extensions.get::<Arc<SocketCtx>>() {
-        let calls = state.calls.clone();
+        // Weak, like the handlers: a socket must not keep the services alive.
+        let calls = Arc::downgrade(&state.calls);
         ctx.hold_presence(PresenceGuard::new(state.metrics.clone(), webrtc::NAMESPACE, async move {
-            calls.device_gone(&device).await;
+            if let Some(calls) = calls.upgrade() {
+                calls.device_gone(&device).await;
+            }
         }));
     }
-    let on_event = {
-        let state = state.clone();
-        move |s: SocketRef<A>, event: Event, data: TryData<Value>, ack: AckSender<A>, queued: Queued| {
-            webrtc::on_event(state.clone(), s, event, data, ack, queued)
-        }
+    let on_event = move |s: SocketRef<A>, event: Event, data: TryData<Value>, ack: AckSender<A>, queued: Queued| {
+        webrtc::on_event(weak.clone(), s, event, data, ack, queued)
     };
     socket.on_fallback(on_event);
     socket.on_disconnect(|s: SocketRef<A>| async move {
@@ -142,10 +142,11 @@ async fn webrtc_handshake<A: Adapter>(
 /// all before the CONNECT reply, so that a connected socket already receives its
 /// conversations' events and no early event finds no handler.
 async fn chat_handshake<A: Adapter>(
-    state: AppState,
+    weak: Weak<AppState>,
     socket: SocketRef<A>,
     auth: Result<Value, socketioxide::ParserError>,
 ) -> Result<(), HandshakeError> {
+    let state = weak.upgrade().ok_or(HandshakeError::Unavailable)?;
     let who = handshake::authenticate(&state, &socket, &auth, chat::NAMESPACE)
         .await
         .map_err(|_| HandshakeError::Unauthorized)?;
@@ -155,11 +156,8 @@ async fn chat_handshake<A: Adapter>(
     })?;
     socket.join(conversations.into_iter().map(conversation_room).collect::<Vec<_>>());
 
-    let on_event = {
-        let state = state.clone();
-        move |s: SocketRef<A>, event: Event, data: TryData<Value>, ack: AckSender<A>, queued: Queued| {
-            chat::on_event(state.clone(), s, event, data, ack, queued)
-        }
+    let on_event = move |s: SocketRef<A>, event: Event, data: TryData<Value>, ack: AckSender<A>, queued: Queued| {
+        chat::on_event(weak.clone(), s, event, data, ack, queued)
     };
     socket.on_fallback(on_event);
     socket.on_disconnect(|s: SocketRef<A>| async move {
@@ -172,12 +170,15 @@ async fn chat_handshake<A: Adapter>(
 
 /// After the CONNECT reply: count the socket for presence (co-members learn the user is
 /// online on its first socket anywhere).
-async fn chat_connected<A: Adapter>(state: AppState, socket: SocketRef<A>) {
+async fn chat_connected<A: Adapter>(weak: Weak<AppState>, socket: SocketRef<A>) {
+    let Some(state) = weak.upgrade() else { return };
     let Some(ctx) = socket.extensions.get::<Arc<SocketCtx>>() else { return };
     match state.chat.socket_connected(ctx.user).await {
         Ok(()) => {
-            let (chat, user) = (state.chat.clone(), ctx.user);
+            // Weak, like the handlers: a socket must not keep the services alive.
+            let (chat, user) = (Arc::downgrade(&state.chat), ctx.user);
             ctx.hold_presence(PresenceGuard::new(state.metrics.clone(), chat::NAMESPACE, async move {
+                let Some(chat) = chat.upgrade() else { return };
                 if let Err(e) = chat.socket_disconnected(user).await {
                     tracing::warn!(%user, error = %e, "could not record a socket leaving");
                 }

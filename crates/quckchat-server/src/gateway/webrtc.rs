@@ -16,6 +16,8 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use super::ack::{id, ok_ack, payload, AckError};
 use super::dispatch::{dispatch, RateClass};
 use super::session::{Queued, SocketCtx};
+use std::sync::Weak;
+
 use crate::state::AppState;
 
 /// The `/webrtc` namespace path.
@@ -191,13 +193,14 @@ async fn execute(state: &AppState, ctx: &SocketCtx, device: &DeviceId, command: 
 
 /// The one handler of every `/webrtc` event.
 pub async fn on_event<A: Adapter>(
-    state: AppState,
+    state: Weak<AppState>,
     socket: SocketRef<A>,
     Event(event): Event,
     TryData(data): TryData<Value>,
     ack: AckSender<A>,
     queued: Queued,
 ) {
+    let Some(state) = state.upgrade() else { return };
     let route = known_event(&event);
     let st = state.clone();
     let name = event.clone();

@@ -69,12 +69,34 @@ pub struct TestApp {
     server: JoinHandle<anyhow::Result<()>>,
 }
 
-/// The configuration of a test server in `dir`: loopback, any port, a fresh SQLite file.
+/// The store of a test server in `dir`: a fresh SQLite file; or, when
+/// `QUCKCHAT_TEST_DATABASE` names a PostgreSQL or MongoDB server, a fresh schema or
+/// database there, named after `dir` (so a restart on the same `dir` finds its data).
+pub fn test_database_url(dir: &Path) -> String {
+    let name: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().filter(|c| c.is_ascii_alphanumeric()).take(40).collect())
+        .unwrap_or_default();
+    let name = format!("qct_{}", name.to_ascii_lowercase());
+    match std::env::var("QUCKCHAT_TEST_DATABASE") {
+        Ok(base) if base.starts_with("postgres") => {
+            format!("{base}{}schema={name}", if base.contains('?') { '&' } else { '?' })
+        }
+        Ok(base) if base.starts_with("mongodb://") => {
+            let (address, query) = base.split_once('?').unwrap_or((base.as_str(), ""));
+            let host = address.trim_start_matches("mongodb://").split('/').next().unwrap_or("");
+            format!("mongodb://{host}/{name}{}{query}", if query.is_empty() { "" } else { "?" })
+        }
+        _ => format!("sqlite://{}/q.db", dir.display()),
+    }
+}
+
+/// The configuration of a test server in `dir`: loopback, any port, a fresh store.
 pub fn test_config(dir: &Path) -> Config {
     Config {
         host: [127, 0, 0, 1].into(),
         port: 0,
-        database_url: format!("sqlite://{}/q.db", dir.display()),
+        database_url: test_database_url(dir),
         data_dir: dir.to_path_buf(),
         jwt_secret: Some(JWT_SECRET.into()),
         shutdown_grace: Duration::from_secs(5),
