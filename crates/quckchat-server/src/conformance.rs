@@ -7,8 +7,9 @@
 //!   payload on connect, answers `message` with `message-back` (same arguments, binary
 //!   attachments included) and acks `message-with-ack` with its arguments; `/custom` only
 //!   emits `auth`; any other namespace is refused by socketioxide as "Invalid namespace".
-//! - Both: ping interval 300 ms, ping timeout 200 ms, max payload 1,000,000 bytes, polling
-//!   and WebSocket, CORS `*`; Socket.IO's connect timeout is 1,000 ms.
+//! - Both: ping interval 300 ms, ping timeout 200 ms, max payload 1,000,000 bytes (an HTTP
+//!   body or a WebSocket message), polling and WebSocket, CORS `*`; Socket.IO's connect
+//!   timeout is 1,000 ms.
 //! - Engine.IO v3 is refused with 400 unless `ALLOW_EIO3=true` (the v4 suites expect
 //!   `EIO=3` to fail).
 //!
@@ -145,6 +146,8 @@ pub fn router(allow_eio3: bool) -> (Router, SocketIo) {
         .ping_timeout(PING_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .max_payload(MAX_PAYLOAD)
+        .ws_max_message_size(MAX_PAYLOAD as usize)
+        .ws_max_frame_size(MAX_PAYLOAD as usize)
         .build_layer();
     io.ns("/", on_main_connect);
     io.ns("/custom", on_custom_connect);
@@ -153,6 +156,8 @@ pub fn router(allow_eio3: bool) -> (Router, SocketIo) {
         .ping_interval(PING_INTERVAL)
         .ping_timeout(PING_TIMEOUT)
         .max_payload(MAX_PAYLOAD)
+        .ws_max_message_size(MAX_PAYLOAD as usize)
+        .ws_max_frame_size(MAX_PAYLOAD as usize)
         .build();
     let engine_io = EngineIoLayer::from_config(Arc::new(Echo), engine_config);
 

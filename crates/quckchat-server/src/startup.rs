@@ -56,6 +56,8 @@ pub struct Server {
     state: AppState,
     /// The state the Socket.IO handlers reach (weakly) while the server runs.
     shared: Arc<AppState>,
+    /// Cancelled at shutdown: stops the background tasks.
+    background: CancellationToken,
     push: Option<PushWorker>,
     fleet: Option<Fleet>,
 }
@@ -194,6 +196,8 @@ impl Server {
         let metered = Arc::new(MeteredStore::new(backend.store, backend.calls, metrics.clone()));
         let (store, call_store): (Arc<dyn Store>, Arc<dyn CallStore>) = (metered.clone(), metered);
         let keys = JwtKeys::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
+        // Stops the background tasks (heartbeat, pub/sub keep-alive, call sweeper) at shutdown.
+        let background = CancellationToken::new();
 
         let transports: &[TransportType] = match config.transports {
             Transports::Websocket => &[TransportType::Websocket],
@@ -222,7 +226,8 @@ impl Server {
                     signals: Arc::new(LocalSignalBuffer::new()),
                     order: Arc::new(LocalOrder::new()),
                 };
-                Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, None).await
+                Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, None, background)
+                    .await
             }
             Some(url) => {
                 let client = redis::Client::open(with_resp3(&url)).with_context(|| format!("REDIS_URL `{url}`"))?;
@@ -230,7 +235,7 @@ impl Server {
                     .await
                     .with_context(|| format!("connecting to Redis at {url}"))?;
                 let adapter_config = RedisAdapterConfig::new().with_prefix(format!("{}:sio", config.redis_prefix));
-                let driver = ResilientDriver::connect(&client)
+                let driver = ResilientDriver::connect(&client, background.clone())
                     .await
                     .with_context(|| format!("starting the Redis adapter at {url}"))?;
                 let adapter = RedisAdapterCtr::new_with_driver(driver, adapter_config);
@@ -242,7 +247,8 @@ impl Server {
                     signals: Arc::new(RedisSignalBuffer::new(fleet.clone())),
                     order: Arc::new(RedisOrder::new(fleet.clone())),
                 };
-                Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, Some(fleet)).await
+                Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, Some(fleet), background)
+                    .await
             }
         }
     }
@@ -261,6 +267,7 @@ impl Server {
         io: SocketIo<A>,
         presence: Presences,
         fleet: Option<Fleet>,
+        background: CancellationToken,
     ) -> anyhow::Result<Self>
     where
         A: Adapter + DefinedAdapter,
@@ -300,6 +307,7 @@ impl Server {
             store: store.clone(),
             metrics: metrics.clone(),
             drain: Drain::new(),
+            fleet: fleet.clone(),
             config: config.clone(),
         };
         let shared = Arc::new(state.clone());
@@ -321,7 +329,7 @@ impl Server {
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let close: CloseSockets = Box::new(move || Box::pin(async move { io.close().await }));
-        Ok(Self { listener, router, close, state, shared, push, fleet })
+        Ok(Self { listener, router, close, state, shared, push, fleet, background })
     }
 
     /// The address the server listens on.
@@ -338,12 +346,11 @@ impl Server {
     /// flight finish and ack (new ones are refused), closes every socket, stops the push
     /// worker after its current job, and returns.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, close, state, shared, push, fleet } = self;
+        let Self { listener, router, close, state, shared, push, fleet, background } = self;
         let stop_push = CancellationToken::new();
         let push_task = push.map(|worker| tokio::spawn(worker.run(stop_push.clone())));
-        let stop_fleet = CancellationToken::new();
-        let heartbeat = fleet.map(|fleet| tokio::spawn(fleet.heartbeat(stop_fleet.clone())));
-        let sweeper = tokio::spawn(state.calls.clone().sweep_every(Duration::from_secs(5), stop_fleet.clone().cancelled_owned()));
+        let heartbeat = fleet.map(|fleet| tokio::spawn(fleet.heartbeat(background.clone())));
+        let sweeper = tokio::spawn(state.calls.clone().sweep_every(Duration::from_secs(5), background.clone().cancelled_owned()));
         let grace = state.config.shutdown_grace;
         let drain = state.drain.clone();
 
@@ -365,7 +372,7 @@ impl Server {
         if let Some(task) = push_task {
             let _ = tokio::time::timeout(grace, task).await;
         }
-        stop_fleet.cancel();
+        background.cancel();
         let _ = sweeper.await;
         if let Some(task) = heartbeat {
             let _ = tokio::time::timeout(grace, task).await;

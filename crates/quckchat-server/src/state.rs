@@ -9,6 +9,7 @@ use quckchat_domain::store::Store;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::gateway::drain::Drain;
 use crate::ice::IceProvider;
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Tracks socket events in flight, for graceful shutdown.
     pub drain: Arc<Drain>,
+    /// The fleet's Redis, when running as a fleet (health checks).
+    pub fleet: Option<Fleet>,
     /// The configuration it started with.
     pub config: Arc<Config>,
 }

@@ -105,7 +105,12 @@ impl Chat {
 
         let _turn = self.order.turn(conversation.id).await;
         let others: Vec<UserId> = conversation.others(actor).collect();
-        let online = self.presence.online_among(&others).await?;
+        // Presence is advisory here: if it cannot be read (its registry is down), everyone
+        // counts as offline and gets a push, and the message is stored all the same.
+        let online = self.presence.online_among(&others).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "presence unavailable; pushing to every other member");
+            Default::default()
+        });
         let at = now();
         let new = NewMessage {
             id: MessageId::new(),

@@ -41,23 +41,19 @@ fn backend(e: redis::RedisError) -> StoreError {
 impl DeviceDirectory for RedisDevices {
     async fn register(&self, device: &Device) -> Result<(), StoreError> {
         let mut redis = self.fleet.redis.clone();
-        redis.set::<_, _, ()>(self.key(&device.id), &self.fleet.instance).await.map_err(backend)
+        self.fleet.run(redis.set::<_, _, ()>(self.key(&device.id), &self.fleet.instance)).await.map_err(backend)
     }
 
     async fn unregister(&self, device: &Device) -> Result<(), StoreError> {
         let mut redis = self.fleet.redis.clone();
-        redis.del::<_, ()>(self.key(&device.id)).await.map_err(backend)
+        self.fleet.run(redis.del::<_, ()>(self.key(&device.id))).await.map_err(backend)
     }
 
     async fn is_live(&self, device: &DeviceId) -> Result<bool, StoreError> {
         let mut redis = self.fleet.redis.clone();
-        let live: i64 = self
-            .is_live
-            .key(self.key(device))
-            .arg(self.fleet.instance_key(""))
-            .invoke_async(&mut redis)
-            .await
-            .map_err(backend)?;
+        let mut invocation = self.is_live.key(self.key(device));
+        invocation.arg(self.fleet.instance_key(""));
+        let live: i64 = self.fleet.run(invocation.invoke_async(&mut redis)).await.map_err(backend)?;
         Ok(live == 1)
     }
 }

@@ -51,8 +51,10 @@ impl Drop for RedisTurn {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let mut redis = fleet.redis.clone();
-                let released: redis::RedisResult<i64> =
-                    Script::new(RELEASE).key(&key).arg(&token).invoke_async(&mut redis).await;
+                let script = Script::new(RELEASE);
+                let mut invocation = script.key(&key);
+                invocation.arg(&token);
+                let released: redis::RedisResult<i64> = fleet.run(invocation.invoke_async(&mut redis)).await;
                 if let Err(e) = released {
                     tracing::debug!(error = %e, "conversation turn not released; it expires by itself");
                 }
@@ -71,14 +73,10 @@ impl ConversationOrder for RedisOrder {
         let mut pause = Duration::from_millis(1);
         loop {
             let mut redis = self.fleet.redis.clone();
-            let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
-                .arg(&key)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(HOLD.as_millis() as u64)
-                .query_async(&mut redis)
-                .await;
+            let taken: redis::RedisResult<Option<String>> = self.fleet.run(
+                redis::cmd("SET").arg(&key).arg(&token).arg("NX").arg("PX").arg(HOLD.as_millis() as u64).query_async(&mut redis),
+            )
+            .await;
             match taken {
                 Ok(Some(_)) => {
                     return Box::new(RedisTurn { _local: local, lock: Some((self.fleet.clone(), key, token)) });

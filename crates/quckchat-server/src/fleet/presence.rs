@@ -75,14 +75,9 @@ impl RedisPresence {
 
     async fn change(&self, user: UserId, delta: i64) -> Result<i64, StoreError> {
         let mut redis = self.fleet.redis.clone();
-        self.change
-            .key(self.key(user))
-            .arg(&self.fleet.instance)
-            .arg(delta)
-            .arg(self.fleet.instance_key(""))
-            .invoke_async(&mut redis)
-            .await
-            .map_err(backend)
+        let mut invocation = self.change.key(self.key(user));
+        invocation.arg(&self.fleet.instance).arg(delta).arg(self.fleet.instance_key(""));
+        self.fleet.run(invocation.invoke_async(&mut redis)).await.map_err(backend)
     }
 }
 
@@ -106,7 +101,7 @@ impl PresenceRegistry for RedisPresence {
         }
         invocation.arg(self.fleet.instance_key(""));
         let mut redis = self.fleet.redis.clone();
-        let totals: Vec<i64> = invocation.invoke_async(&mut redis).await.map_err(backend)?;
+        let totals: Vec<i64> = self.fleet.run(invocation.invoke_async(&mut redis)).await.map_err(backend)?;
         Ok(users.iter().zip(totals).filter(|(_, n)| *n > 0).map(|(u, _)| *u).collect())
     }
 }

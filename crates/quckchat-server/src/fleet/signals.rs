@@ -78,21 +78,16 @@ fn decode(text: &str) -> Option<PendingSignal> {
 impl SignalBuffer for RedisSignalBuffer {
     async fn push(&self, call: CallId, user: UserId, signal: PendingSignal, max: usize) -> Result<bool, StoreError> {
         let mut redis = self.fleet.redis.clone();
-        let added: i64 = self
-            .push
-            .key(self.key(call, user))
-            .arg(encode(&signal))
-            .arg(max)
-            .arg(KEEP_SECS)
-            .invoke_async(&mut redis)
-            .await
-            .map_err(backend)?;
+        let mut invocation = self.push.key(self.key(call, user));
+        invocation.arg(encode(&signal)).arg(max).arg(KEEP_SECS);
+        let added: i64 = self.fleet.run(invocation.invoke_async(&mut redis)).await.map_err(backend)?;
         Ok(added == 1)
     }
 
     async fn take(&self, call: CallId, user: UserId) -> Result<Vec<PendingSignal>, StoreError> {
         let mut redis = self.fleet.redis.clone();
-        let items: Vec<String> = self.take.key(self.key(call, user)).invoke_async(&mut redis).await.map_err(backend)?;
+        let invocation = self.take.key(self.key(call, user));
+        let items: Vec<String> = self.fleet.run(invocation.invoke_async(&mut redis)).await.map_err(backend)?;
         Ok(items.iter().filter_map(|i| decode(i)).collect())
     }
 
@@ -102,7 +97,7 @@ impl SignalBuffer for RedisSignalBuffer {
         }
         let keys: Vec<String> = users.iter().map(|u| self.key(call, *u)).collect();
         let mut redis = self.fleet.redis.clone();
-        redis.del::<_, ()>(keys).await.map_err(backend)
+        self.fleet.run(redis.del::<_, ()>(keys)).await.map_err(backend)
     }
 
     async fn waiting(&self) -> Result<usize, StoreError> {

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-/// 200 when every dependency answers, 503 otherwise.
+/// 200 when every dependency (the database; Redis in a fleet) answers, 503 otherwise.
 #[utoipa::path(get, path = "/api/v1/health", tag = "operations", responses((status = 200, body = Object), (status = 503, body = Object)))]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let database_up = match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
@@ -21,11 +21,19 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             false
         }
     };
-    let status = if database_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
-        "status": if database_up { "ok" } else { "error" },
-        "info": { "database": { "status": if database_up { "up" } else { "down" } } },
-    });
+    let mut info = json!({ "database": { "status": if database_up { "up" } else { "down" } } });
+    let mut healthy = database_up;
+    if let Some(fleet) = &state.fleet {
+        let mut redis = fleet.redis.clone();
+        let redis_up = crate::fleet::bounded(redis::cmd("PING").query_async::<()>(&mut redis)).await.is_ok();
+        if !redis_up {
+            tracing::warn!("health: Redis is down");
+        }
+        info["redis"] = json!({ "status": if redis_up { "up" } else { "down" } });
+        healthy &= redis_up;
+    }
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({ "status": if healthy { "ok" } else { "error" }, "info": info });
     (status, axum::Json(body))
 }
 
