@@ -8,7 +8,6 @@ import { after, afterEach, before, describe, test } from 'node:test';
 
 import { startConformance } from './process.mjs';
 import { CLIENTS, closeAllClients, connected, createSocket, nextEvent, transportOf } from './clients.mjs';
-import { KNOWN } from './known-failures.mjs';
 
 const T = { timeout: 30_000 };
 const TRANSPORTS = [['websocket'], ['polling']];
@@ -50,8 +49,7 @@ function emitWithAckArgs(socket, event, ...args) {
 for (const client of CLIENTS) {
   for (const transports of TRANSPORTS) {
     const where = `${client.name} over ${transports.join('+')}`;
-    // 2.x over polling: the server's binary attachments are unreadable (KNOWN).
-    const binaryTodo = client.engineIo === 3 && transports[0] === 'polling' ? KNOWN.v3PollingBinaryAttachments : undefined;
+    // 2.x over polling reads binary attachments since vendor/engineioxide frames them for v3.
 
     describe(where, () => {
       test('connects to / and /custom; `auth` carries the handshake auth (2.x has none: {})', T, async () => {
@@ -74,7 +72,7 @@ for (const client of CLIENTS) {
         assert.deepEqual(await back, [1, '2', { 3: [true] }, 'é€🚀', null]);
       });
 
-      test('binary arguments come back as binary', { ...T, todo: binaryTodo }, async () => {
+      test('binary arguments come back as binary', T, async () => {
         const socket = await connected(connect(client, '/', transports), where);
         const back = new Promise((resolve) => socket.once('message-back', (...args) => resolve(args)));
         socket.emit('message', 'file', Buffer.from([1, 2, 3]), { nested: Buffer.from([4, 5]) });
@@ -87,7 +85,7 @@ for (const client of CLIENTS) {
         assert.deepEqual([...Buffer.from(obj.nested)], [4, 5]);
       });
 
-      test('`message-with-ack` is acked with its arguments, binary included', { ...T, todo: binaryTodo }, async () => {
+      test('`message-with-ack` is acked with its arguments, binary included', T, async () => {
         const socket = await connected(connect(client, '/', transports), where);
         assert.deepEqual(await emitWithAckArgs(socket, 'message-with-ack', 1, '2', { 3: [false] }), [1, '2', { 3: [false] }]);
         const [text, data] = await emitWithAckArgs(socket, 'message-with-ack', 'bin', Buffer.from([7, 8, 9]));

@@ -23,7 +23,6 @@ import {
   request,
   socketTracker,
 } from './raw.mjs';
-import { KNOWN } from './known-failures.mjs';
 
 const T = { timeout: 20_000 };
 
@@ -44,7 +43,7 @@ after(async () => {
 const eio = (query) => `${base}/engine.io/?${query}`;
 const ws = (options) => openWs(base, options).then((s) => (sockets.add(s.ws), s));
 
-/** A polling session whose first PING has been answered (see KNOWN.immediateFirstPing). */
+/** A polling session whose first PING has been answered (the first comes one pingInterval after the handshake). */
 async function quietPolling() {
   const session = await Polling.open(base);
   const first = await session.get();
@@ -249,7 +248,7 @@ describe('heartbeat', () => {
     assert.deepEqual(await session.receive(1), ['4alive']);
   });
 
-  test('the first PING comes one pingInterval after the handshake', { ...T, todo: KNOWN.immediateFirstPing }, async () => {
+  test('the first PING comes one pingInterval after the handshake', T, async () => {
     const { ws: socket } = await ws();
     const opened = Date.now();
     assert.equal(await socket.next(PING_INTERVAL + 2000), '2');

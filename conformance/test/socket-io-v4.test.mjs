@@ -9,7 +9,6 @@ import { after, afterEach, before, describe, test } from 'node:test';
 
 import { startConformance } from './process.mjs';
 import { PING_INTERVAL, Polling, openWs, socketTracker } from './raw.mjs';
-import { KNOWN } from './known-failures.mjs';
 
 const T = { timeout: 20_000 };
 /** How often these sockets ping, as a socket.io-client 2.x would (the server never does). */
@@ -114,7 +113,7 @@ describe('events and acks', () => {
     assert.deepEqual([...data], [4, 1, 2, 3]);
   });
 
-  test('over polling (b64): a binary event with a `b4` attachment comes back as `b4`', { ...T, todo: KNOWN.v3PollingBinaryAttachments }, async () => {
+  test('over polling (b64): a binary event with a `b4` attachment comes back as `b4`', T, async () => {
     const session = await Polling.open(base, { path: 'socket.io', eio: 3, query: '&b64=1' });
     await session.receive(2);
     const header = '451-["message",{"_placeholder":true,"num":0}]';
@@ -125,7 +124,7 @@ describe('events and acks', () => {
     assert.deepEqual([...data], [1, 2, 3]);
   });
 
-  test('over polling (XHR2): a binary attachment comes back as a binary packet', { ...T, todo: KNOWN.v3PollingBinaryAttachments }, async () => {
+  test('over polling (XHR2): a binary attachment comes back as a binary packet', T, async () => {
     const session = await Polling.open(base, { path: 'socket.io', eio: 3 });
     await session.receive(2);
     const post = await session.post(['451-["message",{"_placeholder":true,"num":0}]', Buffer.from([1, 2, 3])]);
