@@ -22,7 +22,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::{SocketIo, TransportType};
@@ -113,7 +113,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for m in &c.members {
             conversations_of.entry(m.clone()).or_default().push(c.id.clone());
         }
-        conversations.insert(c.id, Conversation { members: c.members.into_iter().collect(), last_seq: 0, recent: VecDeque::new() });
+        conversations.insert(
+            c.id,
+            Conversation { members: c.members.into_iter().collect(), last_seq: 0, recent: VecDeque::new() },
+        );
     }
     let store = Arc::new(Store {
         sessions: fixture.users.into_iter().map(|u| (u.sid, u.id)).collect(),
@@ -189,12 +192,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let (st, me) = (store.clone(), user.clone());
                     s.on(event, async move |s: SocketRef, TryData(p): TryData<ConversationRef>, ack: AckSender| {
                         let Ok(p) = p else { return drop(ack.send(&fail("invalid_payload", "bad payload"))) };
-                        let member = st.conversations.lock().unwrap().get(&p.conversation_id).is_some_and(|c| c.members.contains(&me));
+                        let member = st
+                            .conversations
+                            .lock()
+                            .unwrap()
+                            .get(&p.conversation_id)
+                            .is_some_and(|c| c.members.contains(&me));
                         if !member {
                             return drop(ack.send(&fail("forbidden", "not a member of this conversation")));
                         }
                         let body = json!({"userId": me, "conversationId": p.conversation_id});
-                        let _ = s.within(format!("conv:{}", p.conversation_id)).except(format!("user:{me}")).emit(event, &body).await;
+                        let _ = s
+                            .within(format!("conv:{}", p.conversation_id))
+                            .except(format!("user:{me}"))
+                            .emit(event, &body)
+                            .await;
                         let _ = ack.send(&json!({"success": true, "conversationId": p.conversation_id}));
                     });
                 }

@@ -17,8 +17,8 @@ pub mod lanes;
 pub mod model;
 pub mod ordering;
 pub mod presence;
-pub mod receipts;
 pub mod realtime;
+pub mod receipts;
 pub mod store;
 pub mod values;
 

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::ids::{ConversationId, MessageId, PushJobId, SessionId, UserId};
 use crate::model::{
-    Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch,
-    PushJob, Role, Session, Timestamp, User,
+    Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob, Role, Session,
+    Timestamp, User,
 };
 
 /// Result of the store port.
@@ -83,18 +83,9 @@ pub trait Store: Send + Sync + 'static {
     /// pair already has one (see [`Store::single_between`]).
     async fn create_conversation(&self, new: NewConversation) -> StoreResult<()>;
     /// The single conversation between two users, as `viewer` sees it.
-    async fn single_between(
-        &self,
-        a: UserId,
-        b: UserId,
-        viewer: UserId,
-    ) -> StoreResult<Option<Conversation>>;
+    async fn single_between(&self, a: UserId, b: UserId, viewer: UserId) -> StoreResult<Option<Conversation>>;
     /// A conversation with its participants, `unread_count` being `viewer`'s.
-    async fn conversation(
-        &self,
-        id: ConversationId,
-        viewer: UserId,
-    ) -> StoreResult<Option<Conversation>>;
+    async fn conversation(&self, id: ConversationId, viewer: UserId) -> StoreResult<Option<Conversation>>;
     /// The conversations `user` belongs to, most recent activity (last message, else
     /// creation) first, older than `before` when given, at most `limit`.
     async fn conversations_of(
@@ -119,12 +110,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Adds members (role `member`); users already in it are left as they are. Returns
     /// the ids actually added.
-    async fn add_members(
-        &self,
-        id: ConversationId,
-        users: &[UserId],
-        at: Timestamp,
-    ) -> StoreResult<Vec<UserId>>;
+    async fn add_members(&self, id: ConversationId, users: &[UserId], at: Timestamp) -> StoreResult<Vec<UserId>>;
     /// Removes a member; `false` when the user was not one.
     async fn remove_member(&self, id: ConversationId, user: UserId) -> StoreResult<bool>;
     /// Makes `user` an admin (used when the last admin leaves a group).
@@ -151,21 +137,10 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_message(&self, id: MessageId, at: Timestamp) -> StoreResult<Message>;
     /// Moves `user`'s read pointer in `conversation` up to `seq` (never down). Returns
     /// `true` when it moved; a receipt is recorded only then.
-    async fn mark_read(
-        &self,
-        conversation: ConversationId,
-        user: UserId,
-        seq: i64,
-        at: Timestamp,
-    ) -> StoreResult<bool>;
+    async fn mark_read(&self, conversation: ConversationId, user: UserId, seq: i64, at: Timestamp)
+    -> StoreResult<bool>;
     /// Adds a reaction; `false` when that user already reacted so.
-    async fn add_reaction(
-        &self,
-        message: MessageId,
-        user: UserId,
-        emoji: &str,
-        at: Timestamp,
-    ) -> StoreResult<bool>;
+    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str, at: Timestamp) -> StoreResult<bool>;
     /// Removes a reaction; `false` when there was none.
     async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> StoreResult<bool>;
 
@@ -175,12 +150,7 @@ pub trait Store: Send + Sync + 'static {
     /// Takes up to `limit` due jobs (not delivered, not failed, `next_attempt_at <= now`)
     /// and moves their `next_attempt_at` to `lease_until`, so that no other worker takes
     /// them meanwhile. Oldest first.
-    async fn claim_pushes(
-        &self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: u32,
-    ) -> StoreResult<Vec<PushJob>>;
+    async fn claim_pushes(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<PushJob>>;
     /// Marks a job delivered.
     async fn push_delivered(&self, id: PushJobId, at: Timestamp) -> StoreResult<()>;
     /// Records a failed attempt: the count, the error, and either the next attempt or,

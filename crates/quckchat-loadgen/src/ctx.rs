@@ -214,7 +214,9 @@ impl Ctx {
                 ph.delivered += 1;
                 ph.last_delivery_us = now;
                 if name == b"message:new" {
-                    let (Some(seq), Some(conv)) = (num_field(payload, b"\"seq\":"), self.conv_of(payload)) else { return };
+                    let (Some(seq), Some(conv)) = (num_field(payload, b"\"seq\":"), self.conv_of(payload)) else {
+                        return;
+                    };
                     let mut seqs = conn.seqs.borrow_mut();
                     match seqs.iter_mut().find(|(c, _)| *c == conv) {
                         None => seqs.push((conv, seq)),

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use scenarios::{Bench, Outcome, Params};
 use servers::{Fixture, Kind, Paths, Server, StoreSel};
@@ -113,7 +113,9 @@ fn log(msg: impl AsRef<str>) {
 }
 
 fn load_avg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn cmd_out(program: &str, args: &[&str]) -> String {
@@ -127,7 +129,11 @@ fn cmd_out(program: &str, args: &[&str]) -> String {
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we own.
@@ -165,7 +171,10 @@ async fn ensure_sqlite_seed(paths: &Paths, p: &Params) -> Result<PathBuf, String
 /// Seeds (or reuses) the PostgreSQL template database; returns the fixture path.
 async fn ensure_pg_seed(paths: &Paths, p: &Params) -> Result<PathBuf, String> {
     let fixture = paths.cache.join("fixture-pg.json");
-    let exists = servers::psql(&paths.pg_admin, &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", paths.pg_seed_db)).await? == "1";
+    let exists =
+        servers::psql(&paths.pg_admin, &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", paths.pg_seed_db))
+            .await?
+            == "1";
     if exists && fixture.exists() {
         log(format!("reusing the seeded PostgreSQL database {}", paths.pg_seed_db));
         return Ok(fixture);
@@ -181,7 +190,12 @@ async fn ensure_pg_seed(paths: &Paths, p: &Params) -> Result<PathBuf, String> {
     Ok(fixture)
 }
 
-async fn seed_with(mut cmd: tokio::process::Command, pairs: usize, groups: &[usize], prefix: &str) -> Result<Fixture, String> {
+async fn seed_with(
+    mut cmd: tokio::process::Command,
+    pairs: usize,
+    groups: &[usize],
+    prefix: &str,
+) -> Result<Fixture, String> {
     use tokio::io::AsyncBufReadExt;
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("starting the seeding server: {e}"))?;
@@ -203,7 +217,8 @@ async fn seed_with(mut cmd: tokio::process::Command, pairs: usize, groups: &[usi
 }
 
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<(), String> {
-    std::fs::write(path, serde_json::to_vec_pretty(v).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(path, serde_json::to_vec_pretty(v).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn load_fixture(path: &Path) -> Result<Rc<Fixture>, String> {
@@ -223,7 +238,8 @@ async fn suite(a: Args) -> Result<(), String> {
     let logs = out.join("logs");
     std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
-    let key: String = a.cache_key.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect::<String>().to_lowercase();
+    let key: String =
+        a.cache_key.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect::<String>().to_lowercase();
     let bin_dir = a.bin_dir.clone().unwrap_or_else(|| a.root.join("target/release"));
     let paths = Paths {
         quckchat: bin_dir.join("quckchat"),
@@ -268,7 +284,12 @@ async fn suite(a: Args) -> Result<(), String> {
         }
         timings.insert("B1+B2", t.elapsed().as_secs_f64());
     }
-    for (b, servers_for) in [("B3", socket_servers.clone()), ("B5", socket_servers.clone()), ("B6", socket_servers.iter().copied().filter(|k| *k != Kind::Bare).collect()), ("B7", socket_servers.clone())] {
+    for (b, servers_for) in [
+        ("B3", socket_servers.clone()),
+        ("B5", socket_servers.clone()),
+        ("B6", socket_servers.iter().copied().filter(|k| *k != Kind::Bare).collect()),
+        ("B7", socket_servers.clone()),
+    ] {
         if !want(b) {
             continue;
         }
@@ -308,7 +329,11 @@ async fn suite(a: Args) -> Result<(), String> {
             let s = Server::start(&paths, k, store.clone(), &fixture_path, "b4").await?;
             let f = load_fixture(fpath)?;
             let bench = Bench::new(f, p.clone());
-            let o = if matches!(store, StoreSel::Sqlite) { bench.b4(&s, || 0.0).await } else { bench.b4(&s, postgres_cpu).await };
+            let o = if matches!(store, StoreSel::Sqlite) {
+                bench.b4(&s, || 0.0).await
+            } else {
+                bench.b4(&s, postgres_cpu).await
+            };
             s.stop().await;
             results.entry("B4".into()).or_default().push((label.into(), o));
         }
@@ -375,7 +400,8 @@ fn results_json(results: &Results) -> Value {
     for (b, cols) in results {
         let mut per = serde_json::Map::new();
         for (s, o) in cols {
-            let metrics: serde_json::Map<String, Value> = o.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            let metrics: serde_json::Map<String, Value> =
+                o.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             per.insert(s.clone(), json!({"metrics": metrics, "notes": o.notes, "detail": o.detail}));
         }
         all.insert(b.clone(), Value::Object(per));
@@ -412,7 +438,10 @@ const TITLES: &[(&str, &str)] = &[
     ("B4", "B4 persisted chat (users in 1:1 conversations, closed-loop senders)"),
     ("B5", "B5 latency at a fixed moderate load (1:1 conversations, typing + message)"),
     ("B6", "B6 call signaling (/webrtc: initiate, answer, offer/answer, ICE both ways)"),
-    ("B7", "B7 slow consumers (5% of a 100-member room stop reading during a 15 s stream of 200 messages/s, 4 KB each)"),
+    (
+        "B7",
+        "B7 slow consumers (5% of a 100-member room stop reading during a 15 s stream of 200 messages/s, 4 KB each)",
+    ),
 ];
 
 fn markdown(report: &Value, results: &Results) -> String {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::conn::{self, AckKind, Conn, Dial, Pending};
 use crate::ctx::{Ctx, PhaseReport};
@@ -165,7 +165,10 @@ const SATURATED: f64 = 0.90;
 impl Bench {
     pub fn new(fx: Rc<Fixture>, p: Params) -> Self {
         let conv_index = fx.conversations.iter().enumerate().map(|(i, c)| (c.id.clone(), i as u32)).collect();
-        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
         Bench { ctx: Ctx::new(conv_index), fx, p, cmid: std::cell::Cell::new(0), nonce }
     }
 
@@ -238,8 +241,13 @@ impl Bench {
 
     fn send_typing(&self, c: &Rc<Conn>, conv: usize) {
         let id = c.next_ack();
-        let body = format!("2/chat,{id}[\"user:typing\",{{\"conversationId\":\"{}\"}}]", self.fx.conversations[conv].id);
-        c.emit_raw(&self.ctx, &body, Some((id, Pending { sent_us: self.ctx.now_us(), kind: AckKind::Plain, tag: self.ctx.tag() })));
+        let body =
+            format!("2/chat,{id}[\"user:typing\",{{\"conversationId\":\"{}\"}}]", self.fx.conversations[conv].id);
+        c.emit_raw(
+            &self.ctx,
+            &body,
+            Some((id, Pending { sent_us: self.ctx.now_us(), kind: AckKind::Plain, tag: self.ctx.tag() })),
+        );
     }
 
     /// Waits until every owed delivery and ack arrived, or nothing arrived for `idle`,
@@ -324,7 +332,8 @@ impl Bench {
                 continue;
             }
             let w = Window::start(s);
-            let (mut got, failed, example, secs) = self.connect(s, &users[done..step], "/chat", self.p.connect_concurrency, |_| None).await;
+            let (mut got, failed, example, secs) =
+                self.connect(s, &users[done..step], "/chat", self.p.connect_concurrency, |_| None).await;
             let (_, cpu, gen_cpu) = w.end(s);
             gen_max = gen_max.max(gen_cpu);
             connect_secs += secs;
@@ -365,7 +374,8 @@ impl Bench {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let w = Window::start(s);
         let t = Instant::now();
-        let (mut back, mut failed, mut example, _) = self.connect(s, &users[..done], "/chat", self.p.avalanche_concurrency, |_| None).await;
+        let (mut back, mut failed, mut example, _) =
+            self.connect(s, &users[..done], "/chat", self.p.avalanche_concurrency, |_| None).await;
         let mut retries = 0;
         while failed > 0 && retries < 3 {
             retries += 1;
@@ -410,15 +420,19 @@ impl Bench {
         let mut o = Outcome::default();
         let disc0 = self.ctx.disconnects.get();
         let groups = self.fx.groups.clone();
-        let all: Vec<u32> = groups.iter().flat_map(|g| (g.first_user..g.first_user + g.size).map(|u| u as u32)).collect();
+        let all: Vec<u32> =
+            groups.iter().flat_map(|g| (g.first_user..g.first_user + g.size).map(|u| u as u32)).collect();
         let (conns, failed, example, _) = self.connect(s, &all, "/chat", self.p.connect_concurrency, |_| None).await;
         if let Some(e) = example {
             o.note(format!("{failed} connects failed (e.g. {e})"));
         }
         let mut gen_max: f64 = 0.0;
         for g in &groups {
-            let members: Vec<Rc<Conn>> =
-                conns.iter().filter(|c| (g.first_user..g.first_user + g.size).contains(&(c.user as usize))).cloned().collect();
+            let members: Vec<Rc<Conn>> = conns
+                .iter()
+                .filter(|c| (g.first_user..g.first_user + g.size).contains(&(c.user as usize)))
+                .cloned()
+                .collect();
             let n = members.len() as u32;
             if n == 0 {
                 continue;
@@ -431,22 +445,30 @@ impl Bench {
             let rate = self.p.fanout_deliveries_per_sec / n as f64;
             let (r, secs, cpu, gen_cpu) = self.paced_room(s, &members, g.conv, rate, self.p.fixed_secs, "").await;
             gen_max = gen_max.max(gen_cpu);
-            o.m(format!("{label}server CPU µs per delivery @{}/s", self.p.fanout_deliveries_per_sec), cpu * 1e6 / r.delivered.max(1) as f64);
+            o.m(
+                format!("{label}server CPU µs per delivery @{}/s", self.p.fanout_deliveries_per_sec),
+                cpu * 1e6 / r.delivered.max(1) as f64,
+            );
             o.m(format!("{label}p50 ms"), r.latency.p50_us as f64 / 1000.0);
             o.m(format!("{label}p99 ms"), r.latency.p99_us as f64 / 1000.0);
             Self::record_phase(&mut o, &label, &r);
-            o.d(&format!("room{}_fixed", g.size), json!({"report": r, "secs": secs, "server_cpu_s": cpu, "gen_cpu": gen_cpu}));
+            o.d(
+                &format!("room{}_fixed", g.size),
+                json!({"report": r, "secs": secs, "server_cpu_s": cpu, "gen_cpu": gen_cpu}),
+            );
 
             // Ramp: double the rate each step until the server falls behind (delivers under
             // 90% of the target). The best step with p99 ≤ 50 ms and no loss is the answer.
-            let mut best = if r.latency.p99_us <= 50_000 && r.lost == 0 { self.p.fanout_deliveries_per_sec } else { 0.0 };
+            let mut best =
+                if r.latency.p99_us <= 50_000 && r.lost == 0 { self.p.fanout_deliveries_per_sec } else { 0.0 };
             let mut top = r.delivered as f64 / secs;
             let mut ramp = Vec::new();
             let mut target = self.p.fanout_deliveries_per_sec;
             for _ in 0..self.p.ramp_steps {
                 target *= 2.0;
                 s.quiet(Duration::from_secs(5)).await;
-                let (r, secs, cpu, gen_cpu) = self.paced_room(s, &members, g.conv, target / n as f64, self.p.ramp_step_secs, "").await;
+                let (r, secs, cpu, gen_cpu) =
+                    self.paced_room(s, &members, g.conv, target / n as f64, self.p.ramp_step_secs, "").await;
                 gen_max = gen_max.max(gen_cpu);
                 let achieved = r.delivered as f64 / secs;
                 top = top.max(achieved);
@@ -490,7 +512,9 @@ impl Bench {
                     let ph = self.ctx.phase.borrow();
                     (ph.delivered, ph.expected)
                 };
-                if (Ctx::outstanding(&members) == 0 && d >= e) || drain_t.elapsed().as_secs_f64() > self.p.drain_secs * 2.0 {
+                if (Ctx::outstanding(&members) == 0 && d >= e)
+                    || drain_t.elapsed().as_secs_f64() > self.p.drain_secs * 2.0
+                {
                     break;
                 }
                 self.drain(&members, 0.2).await;
@@ -519,7 +543,15 @@ impl Bench {
 
     /// Sends `rate` messages/s round-robin from `members` into `conv` for `secs`, drains,
     /// and returns (report, seconds, server CPU seconds, generator share of a core).
-    async fn paced_room(&self, s: &Server, members: &[Rc<Conn>], conv: usize, rate: f64, secs: f64, pad: &str) -> (PhaseReport, f64, f64, f64) {
+    async fn paced_room(
+        &self,
+        s: &Server,
+        members: &[Rc<Conn>],
+        conv: usize,
+        rate: f64,
+        secs: f64,
+        pad: &str,
+    ) -> (PhaseReport, f64, f64, f64) {
         self.ctx.new_phase();
         let n = members.len() as u32;
         let w = Window::start(s);
@@ -652,7 +684,8 @@ impl Bench {
         let mut o = Outcome::default();
         let disc0 = self.ctx.disconnects.get();
         let users: Vec<u32> = (0..(self.p.b6_pairs * 2).min(self.fx.pairs * 2) as u32).collect();
-        let (conns, failed, example, _) = self.connect(s, &users, "/webrtc", self.p.connect_concurrency, |_| None).await;
+        let (conns, failed, example, _) =
+            self.connect(s, &users, "/webrtc", self.p.connect_concurrency, |_| None).await;
         if let Some(e) = example {
             o.note(format!("{failed} connects failed (e.g. {e})"));
         }
@@ -664,19 +697,37 @@ impl Bench {
         let t = Instant::now();
         for (caller, callee) in &pairs {
             let id = caller.next_ack();
-            let body = format!("2/webrtc,{id}[\"call:initiate\",{{\"calleeId\":\"{}\",\"type\":\"audio\"}}]", self.fx.users[callee.user as usize].id);
-            caller.emit_raw(&self.ctx, &body, Some((id, Pending { sent_us: self.ctx.now_us(), kind: AckKind::Initiate, tag: self.ctx.tag() })));
+            let body = format!(
+                "2/webrtc,{id}[\"call:initiate\",{{\"calleeId\":\"{}\",\"type\":\"audio\"}}]",
+                self.fx.users[callee.user as usize].id
+            );
+            caller.emit_raw(
+                &self.ctx,
+                &body,
+                Some((id, Pending { sent_us: self.ctx.now_us(), kind: AckKind::Initiate, tag: self.ctx.tag() })),
+            );
         }
-        wait_for(Duration::from_secs(15), || pairs.iter().all(|(a, b)| a.call_id.borrow().is_some() && b.call_id.borrow().is_some())).await;
+        wait_for(Duration::from_secs(15), || {
+            pairs.iter().all(|(a, b)| a.call_id.borrow().is_some() && b.call_id.borrow().is_some())
+        })
+        .await;
         for (_, callee) in &pairs {
             let Some(call) = callee.call_id.borrow().clone() else { continue };
             let id = callee.next_ack();
             let body = format!("2/webrtc,{id}[\"call:answer\",{{\"callId\":\"{call}\"}}]");
-            callee.emit_raw(&self.ctx, &body, Some((id, Pending { sent_us: self.ctx.now_us(), kind: AckKind::Answer, tag: self.ctx.tag() })));
+            callee.emit_raw(
+                &self.ctx,
+                &body,
+                Some((id, Pending { sent_us: self.ctx.now_us(), kind: AckKind::Answer, tag: self.ctx.tag() })),
+            );
         }
-        wait_for(Duration::from_secs(15), || pairs.iter().all(|(_, b)| b.answered.get()) && Ctx::outstanding(&conns) == 0).await;
+        wait_for(Duration::from_secs(15), || {
+            pairs.iter().all(|(_, b)| b.answered.get()) && Ctx::outstanding(&conns) == 0
+        })
+        .await;
         let setup = self.close_phase(&conns);
-        let live: Vec<&(Rc<Conn>, Rc<Conn>)> = pairs.iter().filter(|(a, b)| b.answered.get() && a.call_id.borrow().is_some()).collect();
+        let live: Vec<&(Rc<Conn>, Rc<Conn>)> =
+            pairs.iter().filter(|(a, b)| b.answered.get() && a.call_id.borrow().is_some()).collect();
         o.m("calls set up (initiate + answer)", live.len() as f64);
         o.m("call set-up seconds", t.elapsed().as_secs_f64());
         o.m("set-up failed acks", (setup.ack_errors.values().sum::<u64>() + setup.no_ack) as f64);
@@ -702,7 +753,11 @@ impl Bench {
                 ),
             };
             self.ctx.phase.borrow_mut().sent += 1;
-            c.emit_raw(&self.ctx, &body, Some((id, Pending { sent_us: self.ctx.now_us(), kind: AckKind::Relay, tag: self.ctx.tag() })));
+            c.emit_raw(
+                &self.ctx,
+                &body,
+                Some((id, Pending { sent_us: self.ctx.now_us(), kind: AckKind::Relay, tag: self.ctx.tag() })),
+            );
             // A relay owes one delivery (to the other side).
             self.ctx.phase.borrow_mut().expected += 1;
         };
@@ -753,9 +808,12 @@ impl Bench {
         let Some(g) = self.fx.groups.get(self.p.b7_group).or(self.fx.groups.last()).copied() else { return o };
         let users: Vec<u32> = (g.first_user..g.first_user + g.size).map(|u| u as u32).collect();
         let slow_every = 20u32;
-        let is_slow = |u: u32| (u - g.first_user as u32) % slow_every == slow_every - 1 || (g.size < 20 && u == g.first_user as u32 + 1);
+        let is_slow = |u: u32| {
+            (u - g.first_user as u32) % slow_every == slow_every - 1 || (g.size < 20 && u == g.first_user as u32 + 1)
+        };
         let rcv = self.p.b7_slow_rcvbuf;
-        let (conns, failed, example, _) = self.connect(s, &users, "/chat", self.p.connect_concurrency, |u| is_slow(u).then_some(rcv)).await;
+        let (conns, failed, example, _) =
+            self.connect(s, &users, "/chat", self.p.connect_concurrency, |u| is_slow(u).then_some(rcv)).await;
         if let Some(e) = example {
             o.note(format!("{failed} connects failed (e.g. {e})"));
         }
@@ -867,7 +925,8 @@ impl Bench {
                 }
             }
         }
-        let series: Vec<(f64, f64)> = samples.borrow().iter().map(|(t, r)| ((t * 10.0).round() / 10.0, *r as f64 / 1024.0)).collect();
+        let series: Vec<(f64, f64)> =
+            samples.borrow().iter().map(|(t, r)| ((t * 10.0).round() / 10.0, *r as f64 / 1024.0)).collect();
         o.m("members / slow (5%)", n as f64);
         o.m("slow consumers", slow.len() as f64);
         o.m("messages acked", acked as f64);
@@ -878,12 +937,18 @@ impl Bench {
         o.m("RSS peak during stream, MiB", peak_stream as f64 / 1024.0);
         o.m("RSS after slow ones drained, MiB", rss_end as f64 / 1024.0);
         o.m("VmHWM, MiB", hwm as f64 / 1024.0);
-        o.m("kernel TCP buffers, growth at peak, MiB (whole machine)", tcp_peak.get().saturating_sub(tcp_mem0) as f64 / 1024.0);
+        o.m(
+            "kernel TCP buffers, growth at peak, MiB (whole machine)",
+            tcp_peak.get().saturating_sub(tcp_mem0) as f64 / 1024.0,
+        );
         o.m("slow: owed deliveries", owed_slow as f64);
         o.m("slow: delivered live (after resuming)", slow_delivered as f64);
         o.m("slow: lost live", owed_slow.saturating_sub(slow_delivered) as f64);
         o.m("slow: seq gaps seen", slow_gaps as f64);
-        o.m("slow: disconnected by server", disconnected_while_stopped.max(slow.iter().filter(|c| !c.alive.get()).count()) as f64);
+        o.m(
+            "slow: disconnected by server",
+            disconnected_while_stopped.max(slow.iter().filter(|c| !c.alive.get()).count()) as f64,
+        );
         o.m("slow: stream messages fetched by afterSeq, % of owed", 100.0 * recovered as f64 / owed_slow.max(1) as f64);
         o.m("slow: catch-up requests failed", recover_failed as f64);
         o.m("slow: live p99 ms (incl. stopped time)", slow_lat.p99_us as f64 / 1000.0);

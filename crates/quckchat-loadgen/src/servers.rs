@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -153,7 +153,13 @@ static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 
 impl Server {
     /// Starts a server and waits for its `listening on http://…` line.
-    pub async fn start(paths: &Paths, kind: Kind, store: StoreSel, fixture: &Path, label: &str) -> Result<Server, String> {
+    pub async fn start(
+        paths: &Paths,
+        kind: Kind,
+        store: StoreSel,
+        fixture: &Path,
+        label: &str,
+    ) -> Result<Server, String> {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log_path = paths.logs.join(format!("{label}-{}.log", kind.name()));
         let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
@@ -280,7 +286,8 @@ impl Server {
             let _ = psql(&self.pg_admin, &format!("DROP DATABASE IF EXISTS {db}")).await;
         }
         if self.kind == Kind::Node && matches!(self.store, StoreSel::NodePg) {
-            let _ = psql(&self.pg_admin, &format!("DROP SCHEMA IF EXISTS qcbench_node_{} CASCADE", std::process::id())).await;
+            let _ = psql(&self.pg_admin, &format!("DROP SCHEMA IF EXISTS qcbench_node_{} CASCADE", std::process::id()))
+                .await;
         }
     }
 }
@@ -297,7 +304,13 @@ fn sid_of(token: &str) -> Option<String> {
 }
 
 /// Registers `pairs*2 + sum(groups)` users through REST and creates their conversations.
-pub async fn seed(base: &str, prefix: &str, pairs: usize, groups: &[usize], concurrency: usize) -> Result<Fixture, String> {
+pub async fn seed(
+    base: &str,
+    prefix: &str,
+    pairs: usize,
+    groups: &[usize],
+    concurrency: usize,
+) -> Result<Fixture, String> {
     let http = reqwest::Client::new();
     let total = pairs * 2 + groups.iter().sum::<usize>();
     let started = Instant::now();
@@ -335,7 +348,8 @@ pub async fn seed(base: &str, prefix: &str, pairs: usize, groups: &[usize], conc
     eprintln!("[seed] {total} users registered in {:.1}s", started.elapsed().as_secs_f64());
 
     // Conversations: pairs, then groups.
-    let mut specs: Vec<(u32, Vec<u32>, &'static str)> = (0..pairs).map(|k| ((2 * k) as u32, vec![(2 * k + 1) as u32], "single")).collect();
+    let mut specs: Vec<(u32, Vec<u32>, &'static str)> =
+        (0..pairs).map(|k| ((2 * k) as u32, vec![(2 * k + 1) as u32], "single")).collect();
     let mut first = pairs * 2;
     let mut fgroups = Vec::new();
     for &size in groups {

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 
 /// Which transports Engine.IO accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,16 +148,14 @@ impl Config {
             c.refresh_ttl = parse_duration(&v).with_context(|| format!("JWT_REFRESH_EXPIRES_IN={v}"))?;
         }
         if let Some(v) = get("CORS_ORIGIN") {
-            c.cors_origins = v
-                .split(',')
-                .map(str::trim)
-                .filter(|o| !o.is_empty() && *o != "*")
-                .map(String::from)
-                .collect();
+            c.cors_origins =
+                v.split(',').map(str::trim).filter(|o| !o.is_empty() && *o != "*").map(String::from).collect();
         }
         let ms = |name: &str, default: Duration| -> anyhow::Result<Duration> {
             match get(name) {
-                Some(v) => Ok(Duration::from_millis(v.parse().with_context(|| format!("{name}={v} is not milliseconds"))?)),
+                Some(v) => {
+                    Ok(Duration::from_millis(v.parse().with_context(|| format!("{name}={v} is not milliseconds"))?))
+                }
                 None => Ok(default),
             }
         };

@@ -21,12 +21,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
+use axum::Router;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use bytes::Bytes;
 use engineioxide::config::EngineIoConfig;
 use engineioxide::handler::EngineIoHandler;
@@ -34,8 +34,8 @@ use engineioxide::layer::EngineIoLayer;
 use engineioxide::{DisconnectReason, Socket, Str};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeTuple, Serializer};
-use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Data, SocketRef};
 use tokio::net::TcpListener;
 use tower_http::cors::{Any, CorsLayer};
 

@@ -80,8 +80,8 @@ impl IceProvider {
 /// `base64(HMAC-SHA1(secret, username))`.
 pub fn turn_credential(secret: &str, username: &str) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac =
-        <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length");
+    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts keys of any length");
     mac.update(username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }

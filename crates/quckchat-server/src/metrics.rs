@@ -43,7 +43,9 @@ impl Metrics {
     pub fn new() -> Self {
         let builder = PrometheusBuilder::new();
         let builder = builder
-            .set_buckets(&[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+            .set_buckets(&[
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -77,7 +79,11 @@ impl Metrics {
             .register_counter(
                 &Self::key(
                     SOCKET_EVENTS,
-                    vec![Label::new("namespace", namespace), Label::new("event", event), Label::new("outcome", outcome)],
+                    vec![
+                        Label::new("namespace", namespace),
+                        Label::new("event", event),
+                        Label::new("outcome", outcome),
+                    ],
                 ),
                 &METADATA,
             )

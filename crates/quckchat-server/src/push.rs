@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use quckchat_domain::model::{now, PushJob};
+use quckchat_domain::model::{PushJob, now};
 use quckchat_domain::store::Store;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -133,7 +133,9 @@ impl PushWorker {
             .send()
             .await
             .map_err(|e| e.to_string())
-            .and_then(|r| if r.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", r.status())) });
+            .and_then(
+                |r| if r.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", r.status())) },
+            );
         let at = now();
         match result {
             Ok(()) => {
@@ -146,7 +148,8 @@ impl PushWorker {
                 let attempts = job.attempts + 1;
                 let give_up = attempts >= self.policy.max_attempts;
                 let next = Utc::now()
-                    + chrono::Duration::from_std(self.policy.backoff(attempts)).unwrap_or(chrono::Duration::seconds(60));
+                    + chrono::Duration::from_std(self.policy.backoff(attempts))
+                        .unwrap_or(chrono::Duration::seconds(60));
                 self.metrics.push(if give_up { "failed" } else { "retry" });
                 tracing::warn!(job = %job.id, attempts, give_up, %error, "push attempt failed");
                 if let Err(e) = self.store.push_failed(job.id, &error, next, give_up, at).await {
@@ -163,7 +166,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let p = PushPolicy { base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(10), ..Default::default() };
+        let p =
+            PushPolicy { base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(10), ..Default::default() };
         assert_eq!(p.backoff(1), Duration::from_secs(1));
         assert_eq!(p.backoff(2), Duration::from_secs(2));
         assert_eq!(p.backoff(4), Duration::from_secs(8));

@@ -3,29 +3,29 @@
 //! [`Server::run_until_stopped`] serves until the shutdown future resolves, then drains.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use quckchat_domain::call_store::CallStore;
+use quckchat_domain::calls::Calls;
 use quckchat_domain::calls::devices::{DeviceDirectory, LocalDevices};
 use quckchat_domain::calls::signals::{LocalSignalBuffer, SignalBuffer};
-use quckchat_domain::calls::Calls;
-use quckchat_domain::ordering::{ConversationOrder, LocalOrder};
 use quckchat_domain::chat::Chat;
+use quckchat_domain::ordering::{ConversationOrder, LocalOrder};
 use quckchat_domain::presence::{LocalPresence, PresenceRegistry};
 use quckchat_domain::store::Store;
 use socketioxide::adapter::Adapter;
-use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, TransportType};
+use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -34,12 +34,12 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::auth::{Auth, JwtKeys};
 use crate::config::{Config, Transports};
+use crate::fleet::Fleet;
 use crate::fleet::devices::RedisDevices;
 use crate::fleet::driver::ResilientDriver;
 use crate::fleet::order::RedisOrder;
 use crate::fleet::presence::RedisPresence;
 use crate::fleet::signals::RedisSignalBuffer;
-use crate::fleet::Fleet;
 use crate::gateway::drain::Drain;
 use crate::gateway::realtime::SocketIoRealtime;
 use crate::ice::IceProvider;
@@ -226,8 +226,20 @@ impl Server {
                     signals: Arc::new(LocalSignalBuffer::new()),
                     order: Arc::new(LocalOrder::new()),
                 };
-                Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, None, background)
-                    .await
+                Self::assemble(
+                    config,
+                    push_policy,
+                    metrics,
+                    store,
+                    call_store,
+                    keys,
+                    layer,
+                    io,
+                    presence,
+                    None,
+                    background,
+                )
+                .await
             }
             Some(url) => {
                 let client = redis::Client::open(with_resp3(&url)).with_context(|| format!("REDIS_URL `{url}`"))?;
@@ -247,8 +259,20 @@ impl Server {
                     signals: Arc::new(RedisSignalBuffer::new(fleet.clone())),
                     order: Arc::new(RedisOrder::new(fleet.clone())),
                 };
-                Self::assemble(config, push_policy, metrics, store, call_store, keys, layer, io, presence, Some(fleet), background)
-                    .await
+                Self::assemble(
+                    config,
+                    push_policy,
+                    metrics,
+                    store,
+                    call_store,
+                    keys,
+                    layer,
+                    io,
+                    presence,
+                    Some(fleet),
+                    background,
+                )
+                .await
             }
         }
     }
@@ -275,7 +299,8 @@ impl Server {
     {
         let push_queued = Arc::new(Notify::new());
         let realtime = Arc::new(SocketIoRealtime::new(io.clone(), metrics.clone()));
-        let chat = Arc::new(Chat::new(store.clone(), realtime.clone(), presence.chat, presence.order, push_queued.clone()));
+        let chat =
+            Arc::new(Chat::new(store.clone(), realtime.clone(), presence.chat, presence.order, push_queued.clone()));
         let calls = Calls::new(
             store.clone(),
             call_store,
@@ -350,7 +375,8 @@ impl Server {
         let stop_push = CancellationToken::new();
         let push_task = push.map(|worker| tokio::spawn(worker.run(stop_push.clone())));
         let heartbeat = fleet.map(|fleet| tokio::spawn(fleet.heartbeat(background.clone())));
-        let sweeper = tokio::spawn(state.calls.clone().sweep_every(Duration::from_secs(5), background.clone().cancelled_owned()));
+        let sweeper =
+            tokio::spawn(state.calls.clone().sweep_every(Duration::from_secs(5), background.clone().cancelled_owned()));
         let grace = state.config.shutdown_grace;
         let drain = state.drain.clone();
 
@@ -419,7 +445,10 @@ mod tests {
             ("postgres://u@h/db?sslmode=disable".into(), Some("b".into()))
         );
         assert_eq!(take_param("postgres://u@h/db", "schema"), ("postgres://u@h/db".into(), None));
-        assert_eq!(take_param("postgres://u@h/db?pool_max=4&schema=c", "pool_max"), ("postgres://u@h/db?schema=c".into(), Some("4".into())));
+        assert_eq!(
+            take_param("postgres://u@h/db?pool_max=4&schema=c", "pool_max"),
+            ("postgres://u@h/db?schema=c".into(), Some("4".into()))
+        );
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }

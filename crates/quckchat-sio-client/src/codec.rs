@@ -116,9 +116,7 @@ impl OpenPacket {
     /// Parses the JSON payload of an Engine.IO open packet (the text after the `0`).
     pub fn parse(json: &str) -> Result<Self, CodecError> {
         let v: Value = serde_json::from_str(json).map_err(|e| CodecError::Json(e.to_string()))?;
-        let obj = v
-            .as_object()
-            .ok_or(CodecError::BadPayload("open payload is not an object"))?;
+        let obj = v.as_object().ok_or(CodecError::BadPayload("open payload is not an object"))?;
         let sid = obj
             .get("sid")
             .and_then(Value::as_str)
@@ -133,12 +131,7 @@ impl OpenPacket {
             .and_then(Value::as_u64)
             .ok_or(CodecError::BadPayload("open payload has no pingTimeout"))?;
         let max_payload = obj.get("maxPayload").and_then(Value::as_u64);
-        Ok(OpenPacket {
-            sid,
-            ping_interval_ms,
-            ping_timeout_ms,
-            max_payload,
-        })
+        Ok(OpenPacket { sid, ping_interval_ms, ping_timeout_ms, max_payload })
     }
 }
 
@@ -244,12 +237,7 @@ pub fn encode_sio(packet: &SioPacket) -> String {
             s
         }
         SioPacket::Disconnect { nsp } => header('1', nsp, None),
-        SioPacket::Event {
-            nsp,
-            id,
-            event,
-            args,
-        } => encode_event(nsp, event, args, *id),
+        SioPacket::Event { nsp, id, event, args } => encode_event(nsp, event, args, *id),
         SioPacket::Ack { nsp, id, args } => {
             let mut s = header('3', nsp, Some(*id));
             s.push_str(&Value::Array(args.clone()).to_string());
@@ -338,9 +326,7 @@ pub fn decode_sio(text: &str) -> Result<SioPacket, CodecError> {
     // Ack id: leading ASCII digits.
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     let id = if digits > 0 {
-        let id = rest[..digits]
-            .parse::<u64>()
-            .map_err(|_| CodecError::BadAckId)?;
+        let id = rest[..digits].parse::<u64>().map_err(|_| CodecError::BadAckId)?;
         rest = &rest[digits..];
         Some(id)
     } else {
@@ -373,12 +359,7 @@ pub fn decode_sio(text: &str) -> Result<SioPacket, CodecError> {
             let Value::String(event) = arr.remove(0) else {
                 return Err(CodecError::BadPayload("EVENT name is not a string"));
             };
-            Ok(SioPacket::Event {
-                nsp,
-                id,
-                event,
-                args: arr,
-            })
+            Ok(SioPacket::Event { nsp, id, event, args: arr })
         }
         3 => {
             let id = id.ok_or(CodecError::BadPayload("ACK without id"))?;
@@ -387,10 +368,7 @@ pub fn decode_sio(text: &str) -> Result<SioPacket, CodecError> {
             };
             Ok(SioPacket::Ack { nsp, id, args })
         }
-        _ => Ok(SioPacket::ConnectError {
-            nsp,
-            data: data.unwrap_or(Value::Null),
-        }),
+        _ => Ok(SioPacket::ConnectError { nsp, data: data.unwrap_or(Value::Null) }),
     }
 }
 
@@ -406,15 +384,9 @@ mod tests {
         assert_eq!(decode_engine("0{}").unwrap(), EnginePacket::Open("{}"));
         assert_eq!(decode_engine("1").unwrap(), EnginePacket::Close);
         assert_eq!(decode_engine("2").unwrap(), EnginePacket::Ping(""));
-        assert_eq!(
-            decode_engine("2probe").unwrap(),
-            EnginePacket::Ping("probe")
-        );
+        assert_eq!(decode_engine("2probe").unwrap(), EnginePacket::Ping("probe"));
         assert_eq!(decode_engine("3").unwrap(), EnginePacket::Pong(""));
-        assert_eq!(
-            decode_engine("42[\"a\"]").unwrap(),
-            EnginePacket::Message("2[\"a\"]")
-        );
+        assert_eq!(decode_engine("42[\"a\"]").unwrap(), EnginePacket::Message("2[\"a\"]"));
         assert_eq!(decode_engine("5").unwrap(), EnginePacket::Upgrade);
         assert_eq!(decode_engine("6").unwrap(), EnginePacket::Noop);
     }
@@ -451,8 +423,7 @@ mod tests {
             }
         );
         // Engine.IO v3: no maxPayload.
-        let p = OpenPacket::parse(r#"{"sid":"x","upgrades":[],"pingInterval":1,"pingTimeout":2}"#)
-            .unwrap();
+        let p = OpenPacket::parse(r#"{"sid":"x","upgrades":[],"pingInterval":1,"pingTimeout":2}"#).unwrap();
         assert_eq!(p.max_payload, None);
         assert!(OpenPacket::parse("{").is_err());
         assert!(OpenPacket::parse("[]").is_err());
@@ -464,10 +435,7 @@ mod tests {
 
     #[test]
     fn encode_event_root_namespace() {
-        assert_eq!(
-            encode_event("/", "hello", &[json!("world")], None),
-            r#"2["hello","world"]"#
-        );
+        assert_eq!(encode_event("/", "hello", &[json!("world")], None), r#"2["hello","world"]"#);
         assert_eq!(encode_event("", "hello", &[], None), r#"2["hello"]"#);
         assert_eq!(
             encode_event("/", "hello", &[json!(1), json!({"a":true})], Some(12)),
@@ -492,39 +460,22 @@ mod tests {
     #[test]
     fn encode_connect_disconnect_ack() {
         assert_eq!(encode_connect("/", None), "0");
-        assert_eq!(
-            encode_connect("/", Some(&json!({"token":"t"}))),
-            r#"0{"token":"t"}"#
-        );
+        assert_eq!(encode_connect("/", Some(&json!({"token":"t"}))), r#"0{"token":"t"}"#);
         assert_eq!(encode_connect("/chat", None), "0/chat,");
-        assert_eq!(
-            encode_connect("/chat", Some(&json!({"token":"t"}))),
-            r#"0/chat,{"token":"t"}"#
-        );
+        assert_eq!(encode_connect("/chat", Some(&json!({"token":"t"}))), r#"0/chat,{"token":"t"}"#);
         assert_eq!(encode_disconnect("/"), "1");
         assert_eq!(encode_disconnect("/chat"), "1/chat,");
         assert_eq!(encode_ack("/", 5, &[json!("ok")]), r#"35["ok"]"#);
         assert_eq!(encode_ack("/chat", 5, &[]), "3/chat,5[]");
-        assert_eq!(
-            encode_engine_message(&encode_disconnect("/chat")),
-            "41/chat,"
-        );
+        assert_eq!(encode_engine_message(&encode_disconnect("/chat")), "41/chat,");
     }
 
     #[test]
     fn encode_sio_roundtrip() {
         let packets = vec![
-            SioPacket::Connect {
-                nsp: "/".into(),
-                data: None,
-            },
-            SioPacket::Connect {
-                nsp: "/chat".into(),
-                data: Some(json!({"sid":"s,[1]"})),
-            },
-            SioPacket::Disconnect {
-                nsp: "/chat".into(),
-            },
+            SioPacket::Connect { nsp: "/".into(), data: None },
+            SioPacket::Connect { nsp: "/chat".into(), data: Some(json!({"sid":"s,[1]"})) },
+            SioPacket::Disconnect { nsp: "/chat".into() },
             SioPacket::Disconnect { nsp: "/".into() },
             SioPacket::Event {
                 nsp: "/chat".into(),
@@ -532,26 +483,10 @@ mod tests {
                 event: "a,b[c]".into(),
                 args: vec![json!("x,y"), json!([1, [2, {"k": "]"}]])],
             },
-            SioPacket::Event {
-                nsp: "/".into(),
-                id: None,
-                event: "e".into(),
-                args: vec![],
-            },
-            SioPacket::Ack {
-                nsp: "/".into(),
-                id: 0,
-                args: vec![json!(null)],
-            },
-            SioPacket::Ack {
-                nsp: "/chat".into(),
-                id: 9,
-                args: vec![],
-            },
-            SioPacket::ConnectError {
-                nsp: "/chat".into(),
-                data: json!({"message":"unauthorized"}),
-            },
+            SioPacket::Event { nsp: "/".into(), id: None, event: "e".into(), args: vec![] },
+            SioPacket::Ack { nsp: "/".into(), id: 0, args: vec![json!(null)] },
+            SioPacket::Ack { nsp: "/chat".into(), id: 9, args: vec![] },
+            SioPacket::ConnectError { nsp: "/chat".into(), data: json!({"message":"unauthorized"}) },
         ];
         for p in packets {
             let s = encode_sio(&p);
@@ -565,102 +500,48 @@ mod tests {
     fn decode_connect_reply() {
         assert_eq!(
             decode_sio(r#"0{"sid":"abc"}"#).unwrap(),
-            SioPacket::Connect {
-                nsp: "/".into(),
-                data: Some(json!({"sid":"abc"}))
-            }
+            SioPacket::Connect { nsp: "/".into(), data: Some(json!({"sid":"abc"})) }
         );
         assert_eq!(
             decode_sio(r#"0/chat,{"sid":"abc"}"#).unwrap(),
-            SioPacket::Connect {
-                nsp: "/chat".into(),
-                data: Some(json!({"sid":"abc"}))
-            }
+            SioPacket::Connect { nsp: "/chat".into(), data: Some(json!({"sid":"abc"})) }
         );
         // Protocol v4 style (no payload), with and without the trailing comma.
-        assert_eq!(
-            decode_sio("0").unwrap(),
-            SioPacket::Connect {
-                nsp: "/".into(),
-                data: None
-            }
-        );
-        assert_eq!(
-            decode_sio("0/chat,").unwrap(),
-            SioPacket::Connect {
-                nsp: "/chat".into(),
-                data: None
-            }
-        );
-        assert_eq!(
-            decode_sio("0/chat").unwrap(),
-            SioPacket::Connect {
-                nsp: "/chat".into(),
-                data: None
-            }
-        );
-        assert!(matches!(
-            decode_sio("0/chat,[1]"),
-            Err(CodecError::BadPayload(_))
-        ));
+        assert_eq!(decode_sio("0").unwrap(), SioPacket::Connect { nsp: "/".into(), data: None });
+        assert_eq!(decode_sio("0/chat,").unwrap(), SioPacket::Connect { nsp: "/chat".into(), data: None });
+        assert_eq!(decode_sio("0/chat").unwrap(), SioPacket::Connect { nsp: "/chat".into(), data: None });
+        assert!(matches!(decode_sio("0/chat,[1]"), Err(CodecError::BadPayload(_))));
     }
 
     #[test]
     fn decode_connect_error() {
         assert_eq!(
             decode_sio(r#"4/chat,{"message":"unauthorized"}"#).unwrap(),
-            SioPacket::ConnectError {
-                nsp: "/chat".into(),
-                data: json!({"message":"unauthorized"})
-            }
+            SioPacket::ConnectError { nsp: "/chat".into(), data: json!({"message":"unauthorized"}) }
         );
         assert_eq!(
             decode_sio(r#"4{"message":"nope","data":{"code":1}}"#).unwrap(),
-            SioPacket::ConnectError {
-                nsp: "/".into(),
-                data: json!({"message":"nope","data":{"code":1}})
-            }
+            SioPacket::ConnectError { nsp: "/".into(), data: json!({"message":"nope","data":{"code":1}}) }
         );
         // Protocol v4: plain string payload.
         assert_eq!(
             decode_sio(r#"4/chat,"Invalid namespace""#).unwrap(),
-            SioPacket::ConnectError {
-                nsp: "/chat".into(),
-                data: json!("Invalid namespace")
-            }
+            SioPacket::ConnectError { nsp: "/chat".into(), data: json!("Invalid namespace") }
         );
     }
 
     #[test]
     fn decode_disconnect() {
-        assert_eq!(
-            decode_sio("1").unwrap(),
-            SioPacket::Disconnect { nsp: "/".into() }
-        );
-        assert_eq!(
-            decode_sio("1/chat,").unwrap(),
-            SioPacket::Disconnect {
-                nsp: "/chat".into()
-            }
-        );
-        assert_eq!(
-            decode_sio("1/chat").unwrap(),
-            SioPacket::Disconnect {
-                nsp: "/chat".into()
-            }
-        );
+        assert_eq!(decode_sio("1").unwrap(), SioPacket::Disconnect { nsp: "/".into() });
+        assert_eq!(decode_sio("1/chat,").unwrap(), SioPacket::Disconnect { nsp: "/chat".into() });
+        assert_eq!(decode_sio("1/chat").unwrap(), SioPacket::Disconnect { nsp: "/chat".into() });
     }
 
     #[test]
     fn decode_event() {
         assert_eq!(
             decode_sio(r#"2["hello","world"]"#).unwrap(),
-            SioPacket::Event {
-                nsp: "/".into(),
-                id: None,
-                event: "hello".into(),
-                args: vec![json!("world")]
-            }
+            SioPacket::Event { nsp: "/".into(), id: None, event: "hello".into(), args: vec![json!("world")] }
         );
         assert_eq!(
             decode_sio(r#"2/chat,["message:new",{"text":"a, b [c] {d}","n":[1,2]}]"#).unwrap(),
@@ -673,12 +554,7 @@ mod tests {
         );
         assert_eq!(
             decode_sio(r#"2/chat,17["ping"]"#).unwrap(),
-            SioPacket::Event {
-                nsp: "/chat".into(),
-                id: Some(17),
-                event: "ping".into(),
-                args: vec![]
-            }
+            SioPacket::Event { nsp: "/chat".into(), id: Some(17), event: "ping".into(), args: vec![] }
         );
         assert_eq!(
             decode_sio(r#"20["e",1,"2",null]"#).unwrap(),
@@ -693,12 +569,7 @@ mod tests {
         // for a namespace.
         assert_eq!(
             decode_sio(r#"2["/a,b",","]"#).unwrap(),
-            SioPacket::Event {
-                nsp: "/".into(),
-                id: None,
-                event: "/a,b".into(),
-                args: vec![json!(",")]
-            }
+            SioPacket::Event { nsp: "/".into(), id: None, event: "/a,b".into(), args: vec![json!(",")] }
         );
     }
 
@@ -706,28 +577,13 @@ mod tests {
     fn decode_ack() {
         assert_eq!(
             decode_sio(r#"30["ok"]"#).unwrap(),
-            SioPacket::Ack {
-                nsp: "/".into(),
-                id: 0,
-                args: vec![json!("ok")]
-            }
+            SioPacket::Ack { nsp: "/".into(), id: 0, args: vec![json!("ok")] }
         );
         assert_eq!(
             decode_sio(r#"3/chat,123[{"ok":true,"ids":[1,2]},"x,y"]"#).unwrap(),
-            SioPacket::Ack {
-                nsp: "/chat".into(),
-                id: 123,
-                args: vec![json!({"ok":true,"ids":[1,2]}), json!("x,y")]
-            }
+            SioPacket::Ack { nsp: "/chat".into(), id: 123, args: vec![json!({"ok":true,"ids":[1,2]}), json!("x,y")] }
         );
-        assert_eq!(
-            decode_sio("3/chat,4[]").unwrap(),
-            SioPacket::Ack {
-                nsp: "/chat".into(),
-                id: 4,
-                args: vec![]
-            }
-        );
+        assert_eq!(decode_sio("3/chat,4[]").unwrap(), SioPacket::Ack { nsp: "/chat".into(), id: 4, args: vec![] });
     }
 
     #[test]
@@ -735,34 +591,16 @@ mod tests {
         assert_eq!(decode_sio(""), Err(CodecError::Empty));
         assert_eq!(decode_sio("x"), Err(CodecError::UnknownType('x')));
         assert_eq!(decode_sio("7"), Err(CodecError::UnknownType('7')));
-        assert_eq!(
-            decode_sio(r#"51-["a",{"_placeholder":true,"num":0}]"#),
-            Err(CodecError::BinaryUnsupported)
-        );
+        assert_eq!(decode_sio(r#"51-["a",{"_placeholder":true,"num":0}]"#), Err(CodecError::BinaryUnsupported));
         assert_eq!(decode_sio("61-0[]"), Err(CodecError::BinaryUnsupported));
-        assert!(matches!(
-            decode_sio(r#"2/chat,["message:send", {bad"#),
-            Err(CodecError::Json(_))
-        ));
+        assert!(matches!(decode_sio(r#"2/chat,["message:send", {bad"#), Err(CodecError::Json(_))));
         assert!(matches!(decode_sio("2"), Err(CodecError::BadPayload(_))));
         assert!(matches!(decode_sio("2[]"), Err(CodecError::BadPayload(_))));
         assert!(matches!(decode_sio("2[1]"), Err(CodecError::BadPayload(_))));
-        assert!(matches!(
-            decode_sio(r#"2{"a":1}"#),
-            Err(CodecError::BadPayload(_))
-        ));
-        assert!(matches!(
-            decode_sio(r#"3["x"]"#),
-            Err(CodecError::BadPayload(_))
-        ));
-        assert!(matches!(
-            decode_sio(r#"31{}"#),
-            Err(CodecError::BadPayload(_))
-        ));
-        assert_eq!(
-            decode_sio(r#"299999999999999999999999["e"]"#),
-            Err(CodecError::BadAckId)
-        );
+        assert!(matches!(decode_sio(r#"2{"a":1}"#), Err(CodecError::BadPayload(_))));
+        assert!(matches!(decode_sio(r#"3["x"]"#), Err(CodecError::BadPayload(_))));
+        assert!(matches!(decode_sio(r#"31{}"#), Err(CodecError::BadPayload(_))));
+        assert_eq!(decode_sio(r#"299999999999999999999999["e"]"#), Err(CodecError::BadAckId));
     }
 
     #[test]

@@ -27,10 +27,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// A request from the [`Client`](crate::Client) to the background task.
 pub(crate) enum Command {
     /// Send a raw Engine.IO text frame.
-    Send {
-        text: String,
-        done: oneshot::Sender<Result<(), Error>>,
-    },
+    Send { text: String, done: oneshot::Sender<Result<(), Error>> },
     /// Emit an event on the client's namespace, optionally registering an ack.
     Emit {
         event: String,
@@ -69,9 +66,7 @@ async fn next_text(ws: &mut Ws) -> Result<String, Error> {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
             Some(Ok(Message::Binary(_))) => {
-                return Err(Error::Protocol(
-                    "binary WebSocket frames are not supported".into(),
-                ));
+                return Err(Error::Protocol("binary WebSocket frames are not supported".into()));
             }
             Some(Ok(Message::Close(_))) | None => return Err(Error::Closed),
             Some(Ok(_)) => continue,
@@ -83,11 +78,7 @@ async fn next_text(ws: &mut Ws) -> Result<String, Error> {
 fn map_connect_error(e: tungstenite::Error) -> Error {
     match e {
         tungstenite::Error::Http(resp) => {
-            let body = resp
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
+            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
             Error::Http(format!("HTTP {}: {}", resp.status(), body))
         }
         other => Error::Ws(other),
@@ -98,24 +89,20 @@ fn map_connect_error(e: tungstenite::Error) -> Error {
 /// The caller applies the overall connect timeout.
 pub(crate) async fn handshake(opts: &ConnectOptions, nsp: &str) -> Result<Established, Error> {
     if opts.eio != 3 && opts.eio != 4 {
-        return Err(Error::Protocol(format!(
-            "unsupported Engine.IO version {} (expected 3 or 4)",
-            opts.eio
-        )));
+        return Err(Error::Protocol(format!("unsupported Engine.IO version {} (expected 3 or 4)", opts.eio)));
     }
     let url = crate::endpoint::build_ws_url(&opts.base_url, opts.eio, &opts.query)?;
     let mut request = url.as_str().into_client_request()?;
     for (k, v) in &opts.headers {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|e| Error::Http(format!("invalid header name {k:?}: {e}")))?;
-        let value = HeaderValue::from_str(v)
-            .map_err(|e| Error::Http(format!("invalid value for header {k:?}: {e}")))?;
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|e| Error::Http(format!("invalid header name {k:?}: {e}")))?;
+        let value =
+            HeaderValue::from_str(v).map_err(|e| Error::Http(format!("invalid value for header {k:?}: {e}")))?;
         request.headers_mut().append(name, value);
     }
     debug!(%url, "socket.io client connecting");
-    let (mut ws, _resp) = tokio_tungstenite::connect_async_with_config(request, None, true)
-        .await
-        .map_err(map_connect_error)?;
+    let (mut ws, _resp) =
+        tokio_tungstenite::connect_async_with_config(request, None, true).await.map_err(map_connect_error)?;
 
     // 1. Engine.IO open packet.
     let open = loop {
@@ -128,9 +115,7 @@ pub(crate) async fn handshake(opts: &ConnectOptions, nsp: &str) -> Result<Establ
             EnginePacket::Ping(p) => ws.send(Message::text(codec::encode_engine_pong(p))).await?,
             EnginePacket::Pong(_) | EnginePacket::Noop => {}
             other => {
-                return Err(Error::Protocol(format!(
-                    "expected Engine.IO open packet, got {other:?}"
-                )));
+                return Err(Error::Protocol(format!("expected Engine.IO open packet, got {other:?}")));
             }
         }
     };
@@ -142,8 +127,7 @@ pub(crate) async fn handshake(opts: &ConnectOptions, nsp: &str) -> Result<Establ
     // field, but servers such as socketioxide read it and legacy servers ignore it).
     if opts.eio >= 4 || nsp != "/" {
         let pkt = codec::encode_connect(nsp, opts.auth.as_ref());
-        ws.send(Message::text(codec::encode_engine_message(&pkt)))
-            .await?;
+        ws.send(Message::text(codec::encode_engine_message(&pkt))).await?;
     } else if opts.auth.is_some() {
         warn!("auth payload cannot be sent for the root namespace with EIO=3");
     }
@@ -166,26 +150,17 @@ pub(crate) async fn handshake(opts: &ConnectOptions, nsp: &str) -> Result<Establ
         };
         let pkt = codec::decode_sio(msg).map_err(|e| Error::Protocol(e.to_string()))?;
         if pkt.nsp() != nsp {
-            trace!(
-                nsp = pkt.nsp(),
-                "ignoring packet for another namespace during handshake"
-            );
+            trace!(nsp = pkt.nsp(), "ignoring packet for another namespace during handshake");
             continue;
         }
         match pkt {
             SioPacket::Connect { data, .. } => {
-                let sid = data
-                    .as_ref()
-                    .and_then(|d| d.get("sid"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+                let sid = data.as_ref().and_then(|d| d.get("sid")).and_then(Value::as_str).map(str::to_owned);
                 match sid {
                     Some(sid) => break sid,
                     None if opts.eio < 4 => break open.sid.clone(),
                     None => {
-                        return Err(Error::Protocol(format!(
-                            "CONNECT reply without sid: {text}"
-                        )));
+                        return Err(Error::Protocol(format!("CONNECT reply without sid: {text}")));
                     }
                 }
             }
@@ -201,12 +176,7 @@ pub(crate) async fn handshake(opts: &ConnectOptions, nsp: &str) -> Result<Establ
         }
     };
     debug!(%sid, engine_sid = %open.sid, nsp, "socket.io client connected");
-    Ok(Established {
-        ws,
-        open,
-        sid,
-        early_events,
-    })
+    Ok(Established { ws, open, sid, early_events })
 }
 
 /// Closes the WebSocket politely (close frame, then wait for the peer's close), bounded
@@ -342,18 +312,9 @@ impl Driver {
                 let res = self.send_text(text).await;
                 let failed = res.is_err();
                 let _ = done.send(res.map_err(Error::from));
-                if failed {
-                    Flow::Stop(DisconnectKind::TransportClosed)
-                } else {
-                    Flow::Continue
-                }
+                if failed { Flow::Stop(DisconnectKind::TransportClosed) } else { Flow::Continue }
             }
-            Command::Emit {
-                event,
-                args,
-                ack,
-                done,
-            } => {
+            Command::Emit { event, args, ack, done } => {
                 let id = match ack {
                     Some(tx) => {
                         // Forget acks whose caller has given up (timed out).
@@ -372,11 +333,7 @@ impl Driver {
                     self.pending.remove(&id);
                 }
                 let _ = done.send(res.map_err(Error::from));
-                if failed {
-                    Flow::Stop(DisconnectKind::TransportClosed)
-                } else {
-                    Flow::Continue
-                }
+                if failed { Flow::Stop(DisconnectKind::TransportClosed) } else { Flow::Continue }
             }
             // Handled in `run`.
             Command::Close { done } => {
@@ -429,9 +386,7 @@ impl Driver {
             return Flow::Continue;
         }
         match packet {
-            SioPacket::Event {
-                event, args, id, ..
-            } => {
+            SioPacket::Event { event, args, id, .. } => {
                 if let Some(id) = id {
                     debug!(%event, id, "server requested an ack; this client does not send acks");
                 }

@@ -20,22 +20,15 @@ pub(crate) fn percent_encode(s: &str) -> String {
 /// `base_url` may use the `http`, `https`, `ws` or `wss` scheme. A path in the base URL
 /// is kept as a prefix in front of `/socket.io/`; a query string in the base URL is
 /// kept (appended after the Engine.IO parameters); a fragment is dropped.
-pub(crate) fn build_ws_url(
-    base_url: &str,
-    eio: u8,
-    query: &[(String, String)],
-) -> Result<String, Error> {
+pub(crate) fn build_ws_url(base_url: &str, eio: u8, query: &[(String, String)]) -> Result<String, Error> {
     let base = base_url.trim();
-    let (scheme, rest) = base
-        .split_once("://")
-        .ok_or_else(|| Error::Http(format!("base URL has no scheme: {base_url:?}")))?;
+    let (scheme, rest) =
+        base.split_once("://").ok_or_else(|| Error::Http(format!("base URL has no scheme: {base_url:?}")))?;
     let ws_scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => "ws",
         "https" | "wss" => "wss",
         other => {
-            return Err(Error::Http(format!(
-                "unsupported URL scheme {other:?} in {base_url:?}"
-            )));
+            return Err(Error::Http(format!("unsupported URL scheme {other:?} in {base_url:?}")));
         }
     };
     // Drop the fragment.
@@ -54,8 +47,7 @@ pub(crate) fn build_ws_url(
     }
     let prefix = path.trim_end_matches('/');
 
-    let mut url =
-        format!("{ws_scheme}://{authority}{prefix}/socket.io/?EIO={eio}&transport=websocket");
+    let mut url = format!("{ws_scheme}://{authority}{prefix}/socket.io/?EIO={eio}&transport=websocket");
     for (k, v) in query {
         url.push('&');
         url.push_str(&percent_encode(k));
@@ -95,10 +87,7 @@ mod tests {
 
     #[test]
     fn query_pairs_are_encoded() {
-        let q = vec![
-            ("token".to_string(), "a b&c=d/é".to_string()),
-            ("k".to_string(), "v-._~".to_string()),
-        ];
+        let q = vec![("token".to_string(), "a b&c=d/é".to_string()), ("k".to_string(), "v-._~".to_string())];
         assert_eq!(
             build_ws_url("http://h:1", 4, &q).unwrap(),
             "ws://h:1/socket.io/?EIO=4&transport=websocket&token=a%20b%26c%3Dd%2F%C3%A9&k=v-._~"
@@ -107,17 +96,8 @@ mod tests {
 
     #[test]
     fn bad_urls() {
-        assert!(matches!(
-            build_ws_url("127.0.0.1:3000", 4, &[]),
-            Err(Error::Http(_))
-        ));
-        assert!(matches!(
-            build_ws_url("ftp://h", 4, &[]),
-            Err(Error::Http(_))
-        ));
-        assert!(matches!(
-            build_ws_url("http://", 4, &[]),
-            Err(Error::Http(_))
-        ));
+        assert!(matches!(build_ws_url("127.0.0.1:3000", 4, &[]), Err(Error::Http(_))));
+        assert!(matches!(build_ws_url("ftp://h", 4, &[]), Err(Error::Http(_))));
+        assert!(matches!(build_ws_url("http://", 4, &[]), Err(Error::Http(_))));
     }
 }

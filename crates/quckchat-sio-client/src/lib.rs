@@ -206,9 +206,8 @@ impl Client {
     /// [`Error::Ws`] / [`Error::Protocol`] / [`Error::Closed`] otherwise.
     pub async fn connect(opts: ConnectOptions) -> Result<Client, Error> {
         let nsp = codec::normalize_nsp(&opts.namespace);
-        let est = tokio::time::timeout(opts.timeout, driver::handshake(&opts, &nsp))
-            .await
-            .map_err(|_| Error::Timeout)??;
+        let est =
+            tokio::time::timeout(opts.timeout, driver::handshake(&opts, &nsp)).await.map_err(|_| Error::Timeout)??;
 
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -270,12 +269,7 @@ impl Client {
     /// been written to the WebSocket.
     pub async fn emit_args(&self, event: &str, args: Vec<Value>) -> Result<(), Error> {
         let (done, rx) = oneshot::channel();
-        let cmd = Command::Emit {
-            event: event.to_owned(),
-            args,
-            ack: None,
-            done,
-        };
+        let cmd = Command::Emit { event: event.to_owned(), args, ack: None, done };
         self.command(cmd, rx).await?
     }
 
@@ -283,15 +277,8 @@ impl Client {
     /// server's ACK. Returns the first ack argument (or `Value::Null` if the ack has no
     /// arguments). Fails with [`Error::Timeout`] on timeout and [`Error::Closed`] if the
     /// connection ends first.
-    pub async fn emit_with_ack(
-        &self,
-        event: &str,
-        data: Value,
-        timeout: Duration,
-    ) -> Result<Value, Error> {
-        self.emit_args_with_ack(event, vec![data], timeout)
-            .await
-            .map(into_first_arg)
+    pub async fn emit_with_ack(&self, event: &str, data: Value, timeout: Duration) -> Result<Value, Error> {
+        self.emit_args_with_ack(event, vec![data], timeout).await.map(into_first_arg)
     }
 
     /// Like [`emit_with_ack`](Client::emit_with_ack) but with any number of arguments,
@@ -304,12 +291,7 @@ impl Client {
     ) -> Result<Vec<Value>, Error> {
         let (ack_tx, ack_rx) = oneshot::channel();
         let (done, done_rx) = oneshot::channel();
-        let cmd = Command::Emit {
-            event: event.to_owned(),
-            args,
-            ack: Some(ack_tx),
-            done,
-        };
+        let cmd = Command::Emit { event: event.to_owned(), args, ack: Some(ack_tx), done };
         tokio::time::timeout(timeout, async {
             self.command(cmd, done_rx).await??;
             ack_rx.await.map_err(|_| Error::Closed)
@@ -322,10 +304,7 @@ impl Client {
     /// test the server's handling of malformed input). Resolves once written.
     pub async fn send_raw(&self, engine_io_text: &str) -> Result<(), Error> {
         let (done, rx) = oneshot::channel();
-        let cmd = Command::Send {
-            text: engine_io_text.to_owned(),
-            done,
-        };
+        let cmd = Command::Send { text: engine_io_text.to_owned(), done };
         self.command(cmd, rx).await?
     }
 
@@ -339,9 +318,7 @@ impl Client {
             }
             Ok(Some(item)) => Ok(item),
             Ok(None) => {
-                let kind = *self
-                    .disconnected
-                    .get_or_insert(DisconnectKind::TransportClosed);
+                let kind = *self.disconnected.get_or_insert(DisconnectKind::TransportClosed);
                 Ok(Incoming::Disconnected(kind))
             }
         }
@@ -367,10 +344,7 @@ impl Client {
         pred: impl Fn(&Value) -> bool,
     ) -> Result<Value, Error> {
         let deadline = Instant::now() + timeout;
-        if let Some(pos) = self
-            .buffer
-            .iter()
-            .position(|(name, args)| name == event && pred(first_arg(args)))
+        if let Some(pos) = self.buffer.iter().position(|(name, args)| name == event && pred(first_arg(args)))
             && let Some((_, args)) = self.buffer.remove(pos)
         {
             return Ok(into_first_arg(args));
@@ -423,10 +397,7 @@ impl Client {
                 Incoming::Disconnected(kind) => self.disconnected = Some(kind),
             }
         }
-        self.buffer
-            .drain(..)
-            .map(|(name, args)| (name, into_first_arg(args)))
-            .collect()
+        self.buffer.drain(..).map(|(name, args)| (name, into_first_arg(args))).collect()
     }
 
     /// Waits up to `timeout` for the connection to end and tells why: the server sent a

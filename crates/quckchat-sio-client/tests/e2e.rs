@@ -63,10 +63,7 @@ where
 /// Next text frame, or None when the connection is closed.
 async fn recv(ws: &mut ServerWs) -> Option<String> {
     loop {
-        match tokio::time::timeout(T, ws.next())
-            .await
-            .expect("server recv timed out")
-        {
+        match tokio::time::timeout(T, ws.next()).await.expect("server recv timed out") {
             Some(Ok(Message::Text(t))) => return Some(t.as_str().to_owned()),
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
             Some(Ok(_)) => continue,
@@ -130,15 +127,7 @@ async fn full_session_v4() {
                 }
                 "ack-empty" => send(&mut ws, &format!("43/chat,{id}[]")).await,
                 "burst" => {
-                    for (name, v) in [
-                        ("a", 1),
-                        ("n", 1),
-                        ("b", 2),
-                        ("n", 2),
-                        ("c", 3),
-                        ("n", 3),
-                        ("end", 0),
-                    ] {
+                    for (name, v) in [("a", 1), ("n", 1), ("b", 2), ("n", 2), ("c", 3), ("n", 3), ("end", 0)] {
                         let out = json!([name, v]);
                         send(&mut ws, &format!("42/chat,{out}")).await;
                     }
@@ -158,10 +147,8 @@ async fn full_session_v4() {
     })
     .await;
 
-    let opts = ConnectOptions::new(base, "chat")
-        .auth(json!({"token": "t,[0]"}))
-        .query("room", "a b")
-        .header("x-test", "yes");
+    let opts =
+        ConnectOptions::new(base, "chat").auth(json!({"token": "t,[0]"})).query("room", "a b").header("x-test", "yes");
     let mut c = Client::connect(opts).await.unwrap();
     assert_eq!(c.sid(), "sio-1");
     assert_eq!(c.engine_sid(), "eng-1");
@@ -169,18 +156,9 @@ async fn full_session_v4() {
     assert!(c.is_connected());
 
     let req = req_rx.recv().await.unwrap();
-    assert_eq!(
-        req.uri, "/socket.io/?EIO=4&transport=websocket&room=a%20b",
-        "{req:?}"
-    );
-    assert!(
-        req.headers.contains(&("x-test".into(), "yes".into())),
-        "{req:?}"
-    );
-    assert_eq!(
-        seen_rx.recv().await.unwrap(),
-        r#"40/chat,{"token":"t,[0]"}"#
-    );
+    assert_eq!(req.uri, "/socket.io/?EIO=4&transport=websocket&room=a%20b", "{req:?}");
+    assert!(req.headers.contains(&("x-test".into(), "yes".into())), "{req:?}");
+    assert_eq!(seen_rx.recv().await.unwrap(), r#"40/chat,{"token":"t,[0]"}"#);
 
     // Echo of a payload containing commas and brackets.
     let payload = json!({"text": "a, b [c] {d}", "n": [1, [2]]});
@@ -190,31 +168,19 @@ async fn full_session_v4() {
     // Acks: ids count from 0.
     let ack = c.emit_with_ack("ack", json!(1), T).await.unwrap();
     assert_eq!(ack, json!({"got": 1, "id": "0"}));
-    let ack = c
-        .emit_args_with_ack("ack", vec![json!("two"), json!(2)], T)
-        .await
-        .unwrap();
+    let ack = c.emit_args_with_ack("ack", vec![json!("two"), json!(2)], T).await.unwrap();
     assert_eq!(ack, vec![json!({"got": "two", "id": "1"})]);
-    assert_eq!(
-        c.emit_with_ack("ack-empty", json!(null), T).await.unwrap(),
-        Value::Null
-    );
+    assert_eq!(c.emit_with_ack("ack-empty", json!(null), T).await.unwrap(), Value::Null);
 
     // Buffering: other events received while waiting are kept in order.
     c.emit("burst", json!(null)).await.unwrap();
     assert_eq!(c.expect("c", T).await.unwrap(), json!(3));
-    assert_eq!(
-        c.expect_where("n", T, |v| v == &json!(2)).await.unwrap(),
-        json!(2)
-    );
+    assert_eq!(c.expect_where("n", T, |v| v == &json!(2)).await.unwrap(), json!(2));
     assert_eq!(c.next_event(T).await.unwrap(), ("a".into(), json!(1)));
     assert_eq!(c.expect("b", T).await.unwrap(), json!(2));
     // Waiting for "end" buffers the last "n".
     assert_eq!(c.expect("end", T).await.unwrap(), json!(0));
-    assert_eq!(
-        c.take_buffered(),
-        vec![("n".to_string(), json!(1)), ("n".to_string(), json!(3))]
-    );
+    assert_eq!(c.take_buffered(), vec![("n".to_string(), json!(1)), ("n".to_string(), json!(3))]);
     assert!(c.take_buffered().is_empty());
 
     // Mid-session ping answered by the background task.
@@ -225,15 +191,10 @@ async fn full_session_v4() {
     c.emit("multi", json!(null)).await.unwrap();
     assert_eq!(c.expect("multi", T).await.unwrap(), json!("x"));
     c.emit_args("noargs", vec![]).await.unwrap();
-    assert_eq!(
-        c.next_event(T).await.unwrap(),
-        ("noargs".into(), Value::Null)
-    );
+    assert_eq!(c.next_event(T).await.unwrap(), ("noargs".into(), Value::Null));
 
     // Raw frames are sent verbatim.
-    c.send_raw(r#"42/chat,["message:send", {bad"#)
-        .await
-        .unwrap();
+    c.send_raw(r#"42/chat,["message:send", {bad"#).await.unwrap();
 
     // No stray events (e.g. from the /other namespace) were delivered.
     assert!(c.take_buffered().is_empty());
@@ -248,20 +209,11 @@ async fn full_session_v4() {
             break;
         }
     }
-    let expected_tail = [
-        r#"42/chat,["message:send", {bad"#.to_string(),
-        "41/chat,".to_string(),
-        "<closed>".to_string(),
-    ];
+    let expected_tail =
+        [r#"42/chat,["message:send", {bad"#.to_string(), "41/chat,".to_string(), "<closed>".to_string()];
     assert!(frames.ends_with(&expected_tail), "{frames:#?}");
-    assert!(
-        frames.contains(&r#"42/chat,0["ack",1]"#.to_string()),
-        "{frames:#?}"
-    );
-    assert!(
-        frames.contains(&r#"42/chat,1["ack","two",2]"#.to_string()),
-        "{frames:#?}"
-    );
+    assert!(frames.contains(&r#"42/chat,0["ack",1]"#.to_string()), "{frames:#?}");
+    assert!(frames.contains(&r#"42/chat,1["ack","two",2]"#.to_string()), "{frames:#?}");
     // (The pongs were checked by the server script itself: had it panicked, the
     // "pinged" expectation above would have timed out.)
 }
@@ -283,18 +235,13 @@ async fn root_namespace_v4() {
         let _ = recv(&mut ws).await;
     })
     .await;
-    let mut c = Client::connect(ConnectOptions::new(base, "/"))
-        .await
-        .unwrap();
+    let mut c = Client::connect(ConnectOptions::new(base, "/")).await.unwrap();
     assert_eq!(c.sid(), "root-sid");
     assert_eq!(rx.recv().await.unwrap(), "40");
     c.emit_args("x", vec![json!(1), json!("2")]).await.unwrap();
     assert_eq!(rx.recv().await.unwrap(), r#"42["x",1,"2"]"#);
     assert_eq!(c.expect("hi", T).await.unwrap(), json!({"a":[1,2]}));
-    assert_eq!(
-        c.emit_with_ack("y", json!(null), T).await.unwrap(),
-        json!("ok")
-    );
+    assert_eq!(c.emit_with_ack("y", json!(null), T).await.unwrap(), json!("ok"));
     assert_eq!(rx.recv().await.unwrap(), r#"420["y",null]"#);
     assert!(c.take_buffered().is_empty());
 }
@@ -355,19 +302,11 @@ async fn server_disconnect() {
         let _ = recv(&mut ws).await;
     })
     .await;
-    let mut c = Client::connect(ConnectOptions::new(base, "/chat"))
-        .await
-        .unwrap();
-    assert_eq!(
-        c.wait_disconnect(T).await.unwrap(),
-        DisconnectKind::ServerDisconnect
-    );
+    let mut c = Client::connect(ConnectOptions::new(base, "/chat")).await.unwrap();
+    assert_eq!(c.wait_disconnect(T).await.unwrap(), DisconnectKind::ServerDisconnect);
     assert!(!c.is_connected());
     // Idempotent.
-    assert_eq!(
-        c.wait_disconnect(T).await.unwrap(),
-        DisconnectKind::ServerDisconnect
-    );
+    assert_eq!(c.wait_disconnect(T).await.unwrap(), DisconnectKind::ServerDisconnect);
     // The event received before the disconnect is still available.
     assert_eq!(c.expect("bye", T).await.unwrap(), json!(1));
     assert!(matches!(c.expect("bye", T).await, Err(Error::Closed)));
@@ -385,17 +324,9 @@ async fn transport_close_fails_pending_ack() {
         let _ = recv(&mut ws).await;
     })
     .await;
-    let mut c = Client::connect(ConnectOptions::new(base, "/chat"))
-        .await
-        .unwrap();
-    assert!(matches!(
-        c.emit_with_ack("ack", json!(1), T).await,
-        Err(Error::Closed)
-    ));
-    assert_eq!(
-        c.wait_disconnect(T).await.unwrap(),
-        DisconnectKind::TransportClosed
-    );
+    let mut c = Client::connect(ConnectOptions::new(base, "/chat")).await.unwrap();
+    assert!(matches!(c.emit_with_ack("ack", json!(1), T).await, Err(Error::Closed)));
+    assert_eq!(c.wait_disconnect(T).await.unwrap(), DisconnectKind::TransportClosed);
     assert!(!c.is_connected());
 }
 
@@ -407,13 +338,8 @@ async fn engine_io_close_packet() {
         let _ = recv(&mut ws).await;
     })
     .await;
-    let mut c = Client::connect(ConnectOptions::new(base, "/chat"))
-        .await
-        .unwrap();
-    assert_eq!(
-        c.wait_disconnect(T).await.unwrap(),
-        DisconnectKind::TransportClosed
-    );
+    let mut c = Client::connect(ConnectOptions::new(base, "/chat")).await.unwrap();
+    assert_eq!(c.wait_disconnect(T).await.unwrap(), DisconnectKind::TransportClosed);
 }
 
 #[tokio::test]
@@ -424,14 +350,8 @@ async fn ack_timeout() {
         while recv(&mut ws).await.is_some() {}
     })
     .await;
-    let c = Client::connect(ConnectOptions::new(base, "/chat"))
-        .await
-        .unwrap();
-    assert!(matches!(
-        c.emit_with_ack("ack", json!(1), Duration::from_millis(100))
-            .await,
-        Err(Error::Timeout)
-    ));
+    let c = Client::connect(ConnectOptions::new(base, "/chat")).await.unwrap();
+    assert!(matches!(c.emit_with_ack("ack", json!(1), Duration::from_millis(100)).await, Err(Error::Timeout)));
     assert!(c.is_connected());
 }
 
@@ -443,13 +363,8 @@ async fn expect_timeout_keeps_other_events() {
         while recv(&mut ws).await.is_some() {}
     })
     .await;
-    let mut c = Client::connect(ConnectOptions::new(base, "/chat"))
-        .await
-        .unwrap();
-    assert!(matches!(
-        c.expect("never", Duration::from_millis(200)).await,
-        Err(Error::Timeout)
-    ));
+    let mut c = Client::connect(ConnectOptions::new(base, "/chat")).await.unwrap();
+    assert!(matches!(c.expect("never", Duration::from_millis(200)).await, Err(Error::Timeout)));
     assert_eq!(c.take_buffered(), vec![("other".to_string(), json!(1))]);
 }
 
@@ -463,9 +378,7 @@ async fn dropping_client_closes_socket() {
         tx.send("closed").unwrap();
     })
     .await;
-    let c = Client::connect(ConnectOptions::new(base, "/chat"))
-        .await
-        .unwrap();
+    let c = Client::connect(ConnectOptions::new(base, "/chat")).await.unwrap();
     drop(c);
     let got = tokio::time::timeout(T, rx.recv()).await.unwrap();
     assert_eq!(got, Some("closed"));
@@ -476,18 +389,12 @@ async fn malformed_and_binary_packets_are_protocol_errors() {
     let base = serve(|mut ws, _| async move {
         accept_chat(&mut ws).await;
         send(&mut ws, r#"42/chat,["x", {bad"#).await;
-        send(
-            &mut ws,
-            r#"451-/chat,["bin",{"_placeholder":true,"num":0}]"#,
-        )
-        .await;
+        send(&mut ws, r#"451-/chat,["bin",{"_placeholder":true,"num":0}]"#).await;
         send(&mut ws, r#"42/chat,["good",1]"#).await;
         while recv(&mut ws).await.is_some() {}
     })
     .await;
-    let mut c = Client::connect(ConnectOptions::new(base, "/chat"))
-        .await
-        .unwrap();
+    let mut c = Client::connect(ConnectOptions::new(base, "/chat")).await.unwrap();
     assert!(matches!(c.expect("good", T).await, Err(Error::Protocol(_))));
     assert!(matches!(c.expect("good", T).await, Err(Error::Protocol(_))));
     assert_eq!(c.expect("good", T).await.unwrap(), json!(1));
@@ -497,24 +404,15 @@ async fn malformed_and_binary_packets_are_protocol_errors() {
 #[tokio::test]
 async fn heartbeat_timeout_is_detected() {
     let base = serve(|mut ws, _| async move {
-        send(
-            &mut ws,
-            r#"0{"sid":"e","upgrades":[],"pingInterval":100,"pingTimeout":100,"maxPayload":1000}"#,
-        )
-        .await;
+        send(&mut ws, r#"0{"sid":"e","upgrades":[],"pingInterval":100,"pingTimeout":100,"maxPayload":1000}"#).await;
         let _ = recv(&mut ws).await;
         send(&mut ws, r#"40/chat,{"sid":"s"}"#).await;
         // Never ping: the client must give up after ~200ms.
         while recv(&mut ws).await.is_some() {}
     })
     .await;
-    let mut c = Client::connect(ConnectOptions::new(base, "/chat"))
-        .await
-        .unwrap();
-    assert_eq!(
-        c.wait_disconnect(T).await.unwrap(),
-        DisconnectKind::TransportClosed
-    );
+    let mut c = Client::connect(ConnectOptions::new(base, "/chat")).await.unwrap();
+    assert_eq!(c.wait_disconnect(T).await.unwrap(), DisconnectKind::TransportClosed);
 }
 
 #[tokio::test]
@@ -523,11 +421,7 @@ async fn engine_io_v3_client_pings() {
     let (req_tx, mut req_rx) = mpsc::unbounded_channel::<String>();
     let base = serve(move |mut ws, req| async move {
         req_tx.send(req.uri).unwrap();
-        send(
-            &mut ws,
-            r#"0{"sid":"eng-3","upgrades":[],"pingInterval":50,"pingTimeout":5000}"#,
-        )
-        .await;
+        send(&mut ws, r#"0{"sid":"eng-3","upgrades":[],"pingInterval":50,"pingTimeout":5000}"#).await;
         // Socket.IO v4 protocol: the root namespace is connected implicitly.
         send(&mut ws, "40").await;
         // In v3 the client pings.
@@ -538,13 +432,8 @@ async fn engine_io_v3_client_pings() {
         while recv(&mut ws).await.is_some() {}
     })
     .await;
-    let mut c = Client::connect(ConnectOptions::new(base, "/").eio(3))
-        .await
-        .unwrap();
-    assert_eq!(
-        req_rx.recv().await.unwrap(),
-        "/socket.io/?EIO=3&transport=websocket"
-    );
+    let mut c = Client::connect(ConnectOptions::new(base, "/").eio(3)).await.unwrap();
+    assert_eq!(req_rx.recv().await.unwrap(), "/socket.io/?EIO=3&transport=websocket");
     assert_eq!(c.sid(), "eng-3");
     assert_eq!(c.expect("hello", T).await.unwrap(), json!("v3"));
     assert_eq!(rx.recv().await.unwrap(), "2");
@@ -557,13 +446,9 @@ async fn invalid_eio_and_url_are_rejected() {
         Client::connect(ConnectOptions::new("http://127.0.0.1:1", "/").eio(5)).await,
         Err(Error::Protocol(_))
     ));
+    assert!(matches!(Client::connect(ConnectOptions::new("127.0.0.1:1", "/")).await, Err(Error::Http(_))));
     assert!(matches!(
-        Client::connect(ConnectOptions::new("127.0.0.1:1", "/")).await,
-        Err(Error::Http(_))
-    ));
-    assert!(matches!(
-        Client::connect(ConnectOptions::new("http://127.0.0.1:1", "/").header("bad header", "x"))
-            .await,
+        Client::connect(ConnectOptions::new("http://127.0.0.1:1", "/").header("bad header", "x")).await,
         Err(Error::Http(_))
     ));
 }

@@ -15,16 +15,12 @@ use quckchat_domain::{CallId, ConversationId, UserId};
 
 use crate::Collections;
 use crate::codec::{
-    DbId, date, db, docs, id, int, limit, opt_date, opt_int, opt_str_bson, opt_string, opt_time,
-    time, wire,
+    DbId, date, db, docs, id, int, limit, opt_date, opt_int, opt_str_bson, opt_string, opt_time, time, wire,
 };
 
 /// The statuses in which a call is live (see [`CallStatus::is_live`]).
 fn live_statuses() -> Bson {
-    Bson::Array(vec![
-        CallStatus::Ringing.as_str().into(),
-        CallStatus::Active.as_str().into(),
-    ])
+    Bson::Array(vec![CallStatus::Ringing.as_str().into(), CallStatus::Active.as_str().into()])
 }
 
 fn participants_bson(call: &Call) -> Bson {
@@ -76,12 +72,7 @@ fn call_from_doc(doc: &Document) -> StoreResult<Call> {
     })
 }
 
-async fn find_calls(
-    c: &Collections,
-    filter: Document,
-    sort: Document,
-    max: Option<u32>,
-) -> StoreResult<Vec<Call>> {
+async fn find_calls(c: &Collections, filter: Document, sort: Document, max: Option<u32>) -> StoreResult<Vec<Call>> {
     let mut find = c.calls.find(filter).sort(sort);
     if let Some(max) = max {
         find = find.limit(limit(max));
@@ -110,20 +101,10 @@ pub(crate) async fn create_call(c: &Collections, call: &Call) -> StoreResult<()>
 }
 
 pub(crate) async fn call(c: &Collections, call: CallId) -> StoreResult<Option<Call>> {
-    c.calls
-        .find_one(doc! { "_id": call.bson() })
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(call_from_doc)
-        .transpose()
+    c.calls.find_one(doc! { "_id": call.bson() }).await.map_err(db)?.as_ref().map(call_from_doc).transpose()
 }
 
-pub(crate) async fn save_call(
-    c: &Collections,
-    call: &Call,
-    expected_version: i64,
-) -> StoreResult<bool> {
+pub(crate) async fn save_call(c: &Collections, call: &Call, expected_version: i64) -> StoreResult<bool> {
     // What a call is (its conversation, initiator, kind and creation time) never
     // changes, so only its state is written. An unknown id matches no version either.
     let done = c

@@ -10,9 +10,7 @@ use mongodb::bson::{self, Binary, Bson, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use quckchat_domain::model::Timestamp;
 use quckchat_domain::store::StoreResult;
-use quckchat_domain::{
-    CallId, ConversationId, MessageId, PushJobId, SessionId, StoreError, UserId,
-};
+use quckchat_domain::{CallId, ConversationId, MessageId, PushJobId, SessionId, StoreError, UserId};
 use uuid::Uuid;
 
 /// The server's error code for a unique index violation.
@@ -49,16 +47,11 @@ pub(crate) fn db(e: mongodb::error::Error) -> StoreError {
 /// findAndModify, or any write of an `insert_many`).
 fn duplicate_message(e: &mongodb::error::Error) -> Option<String> {
     match &*e.kind {
-        ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY => {
-            Some(w.message.clone())
-        }
+        ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY => Some(w.message.clone()),
         ErrorKind::Command(c) if c.code == DUPLICATE_KEY => Some(c.message.clone()),
-        ErrorKind::InsertMany(many) => many
-            .write_errors
-            .as_ref()?
-            .iter()
-            .find(|w| w.code == DUPLICATE_KEY)
-            .map(|w| w.message.clone()),
+        ErrorKind::InsertMany(many) => {
+            many.write_errors.as_ref()?.iter().find(|w| w.code == DUPLICATE_KEY).map(|w| w.message.clone())
+        }
         _ => None,
     }
 }
@@ -81,10 +74,7 @@ pub(crate) fn only_duplicates(e: &mongodb::error::Error) -> bool {
     match &*e.kind {
         ErrorKind::InsertMany(many) => {
             many.write_concern_error.is_none()
-                && many
-                    .write_errors
-                    .as_ref()
-                    .is_some_and(|errors| errors.iter().all(|w| w.code == DUPLICATE_KEY))
+                && many.write_errors.as_ref().is_some_and(|errors| errors.iter().all(|w| w.code == DUPLICATE_KEY))
         }
         _ => is_duplicate(e),
     }
@@ -118,21 +108,11 @@ macro_rules! db_id {
     };
 }
 
-db_id!(
-    UserId,
-    ConversationId,
-    MessageId,
-    SessionId,
-    PushJobId,
-    CallId
-);
+db_id!(UserId, ConversationId, MessageId, SessionId, PushJobId, CallId);
 
 /// A UUID as a BSON binary of subtype 4 (the standard representation).
 pub(crate) fn uuid_bson(uuid: Uuid) -> Bson {
-    Bson::Binary(Binary {
-        subtype: BinarySubtype::Uuid,
-        bytes: uuid.as_bytes().to_vec(),
-    })
+    Bson::Binary(Binary { subtype: BinarySubtype::Uuid, bytes: uuid.as_bytes().to_vec() })
 }
 
 /// An optional id as BSON (`null` when absent).
@@ -156,9 +136,7 @@ fn uuid_of(value: &Bson, key: &str) -> StoreResult<Uuid> {
 
 /// An id field.
 pub(crate) fn id<T: DbId>(doc: &Document, key: &str) -> StoreResult<T> {
-    let value = doc
-        .get(key)
-        .ok_or_else(|| corrupt(format!("{key} missing")))?;
+    let value = doc.get(key).ok_or_else(|| corrupt(format!("{key} missing")))?;
     Ok(T::from_db(uuid_of(value, key)?))
 }
 
@@ -194,17 +172,16 @@ fn from_millis(ms: i64) -> Option<Timestamp> {
 
 fn ts_of(value: &Bson, key: &str) -> StoreResult<Timestamp> {
     match value {
-        Bson::DateTime(d) => from_millis(d.timestamp_millis())
-            .ok_or_else(|| corrupt(format!("{key}: datetime out of range"))),
+        Bson::DateTime(d) => {
+            from_millis(d.timestamp_millis()).ok_or_else(|| corrupt(format!("{key}: datetime out of range")))
+        }
         other => Err(corrupt(format!("{key}: expected a datetime, got {other}"))),
     }
 }
 
 /// A timestamp field.
 pub(crate) fn time(doc: &Document, key: &str) -> StoreResult<Timestamp> {
-    let value = doc
-        .get(key)
-        .ok_or_else(|| corrupt(format!("{key} missing")))?;
+    let value = doc.get(key).ok_or_else(|| corrupt(format!("{key} missing")))?;
     ts_of(value, key)
 }
 
@@ -253,9 +230,7 @@ fn int_of(value: &Bson, key: &str) -> StoreResult<i64> {
 
 /// An integer field (stored as a 64-bit integer; 32-bit ones are read too).
 pub(crate) fn int(doc: &Document, key: &str) -> StoreResult<i64> {
-    let value = doc
-        .get(key)
-        .ok_or_else(|| corrupt(format!("{key} missing")))?;
+    let value = doc.get(key).ok_or_else(|| corrupt(format!("{key} missing")))?;
     int_of(value, key)
 }
 
@@ -268,11 +243,7 @@ pub(crate) fn opt_int(doc: &Document, key: &str) -> StoreResult<Option<i64>> {
 }
 
 /// A string field holding a wire name, parsed with `parse`.
-pub(crate) fn wire<T>(
-    doc: &Document,
-    key: &str,
-    parse: impl FnOnce(&str) -> Option<T>,
-) -> StoreResult<T> {
+pub(crate) fn wire<T>(doc: &Document, key: &str, parse: impl FnOnce(&str) -> Option<T>) -> StoreResult<T> {
     let name = string(doc, key)?;
     parse(&name).ok_or_else(|| corrupt(format!("{key} {name:?}")))
 }

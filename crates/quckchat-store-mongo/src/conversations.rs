@@ -10,15 +10,11 @@ use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
-use quckchat_domain::model::{
-    Conversation, ConversationKind, NewConversation, Participant, Role, Timestamp,
-};
+use quckchat_domain::model::{Conversation, ConversationKind, NewConversation, Participant, Role, Timestamp};
 use quckchat_domain::store::StoreResult;
 use quckchat_domain::{ConversationId, StoreError, UserId};
 
-use crate::codec::{
-    DbId, corrupt, date, db, docs, id, int, is_duplicate, limit, opt_string, opt_time, time, wire,
-};
+use crate::codec::{DbId, corrupt, date, db, docs, id, int, is_duplicate, limit, opt_string, opt_time, time, wire};
 use crate::{Collections, names};
 
 /// The key that makes a single conversation unique per pair, whichever way round.
@@ -93,9 +89,7 @@ async fn unread_counts(
     for conversation in conversations {
         if let Some(pointer) = pointer_of(conversation, viewer)? {
             let id: ConversationId = id(conversation, "_id")?;
-            branches.push(Bson::Document(
-                doc! { "conversationId": id.bson(), "seq": { "$gt": pointer } },
-            ));
+            branches.push(Bson::Document(doc! { "conversationId": id.bson(), "seq": { "$gt": pointer } }));
         }
     }
     if branches.is_empty() {
@@ -116,17 +110,11 @@ async fn unread_counts(
         .try_collect()
         .await
         .map_err(db)?;
-    rows.iter()
-        .map(|row| Ok((id(row, "_id")?, int(row, "n")?)))
-        .collect()
+    rows.iter().map(|row| Ok((id(row, "_id")?, int(row, "n")?))).collect()
 }
 
 /// Conversation documents as `viewer` sees them, in the order given.
-async fn as_seen_by(
-    c: &Collections,
-    found: Vec<Document>,
-    viewer: UserId,
-) -> StoreResult<Vec<Conversation>> {
+async fn as_seen_by(c: &Collections, found: Vec<Document>, viewer: UserId) -> StoreResult<Vec<Conversation>> {
     let unread = unread_counts(c, &found, viewer).await?;
     found
         .iter()
@@ -141,9 +129,7 @@ pub(crate) async fn create_conversation(c: &Collections, new: NewConversation) -
     let key = match (new.kind, new.participants.as_slice()) {
         (ConversationKind::Single, [(a, _), (b, _)]) if a != b => Some(single_key(*a, *b)),
         (ConversationKind::Single, _) => {
-            return Err(StoreError::Conflict(
-                "a single conversation has exactly two participants".into(),
-            ));
+            return Err(StoreError::Conflict("a single conversation has exactly two participants".into()));
         }
         (ConversationKind::Group, _) => None,
     };
@@ -151,11 +137,8 @@ pub(crate) async fn create_conversation(c: &Collections, new: NewConversation) -
     if !new.participants.iter().all(|(u, _)| seen.insert(*u)) {
         return Err(StoreError::Conflict("a participant is listed twice".into()));
     }
-    let participants: Vec<Document> = new
-        .participants
-        .iter()
-        .map(|(u, r)| participant_doc(*u, *r, new.created_at))
-        .collect();
+    let participants: Vec<Document> =
+        new.participants.iter().map(|(u, r)| participant_doc(*u, *r, new.created_at)).collect();
     let mut document = doc! {
         "_id": new.id.bson(),
         "kind": new.kind.as_str(),
@@ -192,15 +175,8 @@ pub(crate) async fn single_between(
     b: UserId,
     viewer: UserId,
 ) -> StoreResult<Option<Conversation>> {
-    let found = c
-        .conversations
-        .find_one(doc! { "singleKey": single_key(a, b) })
-        .await
-        .map_err(db)?;
-    Ok(as_seen_by(c, found.into_iter().collect(), viewer)
-        .await?
-        .into_iter()
-        .next())
+    let found = c.conversations.find_one(doc! { "singleKey": single_key(a, b) }).await.map_err(db)?;
+    Ok(as_seen_by(c, found.into_iter().collect(), viewer).await?.into_iter().next())
 }
 
 pub(crate) async fn conversation(
@@ -208,15 +184,8 @@ pub(crate) async fn conversation(
     conversation: ConversationId,
     viewer: UserId,
 ) -> StoreResult<Option<Conversation>> {
-    let found = c
-        .conversations
-        .find_one(doc! { "_id": conversation.bson() })
-        .await
-        .map_err(db)?;
-    Ok(as_seen_by(c, found.into_iter().collect(), viewer)
-        .await?
-        .into_iter()
-        .next())
+    let found = c.conversations.find_one(doc! { "_id": conversation.bson() }).await.map_err(db)?;
+    Ok(as_seen_by(c, found.into_iter().collect(), viewer).await?.into_iter().next())
 }
 
 pub(crate) async fn conversations_of(
@@ -268,10 +237,7 @@ pub(crate) async fn member_role(
     Ok(None)
 }
 
-pub(crate) async fn conversation_ids_of(
-    c: &Collections,
-    user: UserId,
-) -> StoreResult<Vec<ConversationId>> {
+pub(crate) async fn conversation_ids_of(c: &Collections, user: UserId) -> StoreResult<Vec<ConversationId>> {
     let found: Vec<Document> = c
         .conversations
         .find(doc! { "participants.userId": user.bson() })
@@ -321,10 +287,7 @@ pub(crate) async fn update_conversation(
         set.insert("avatar", avatar);
     }
     let matched = if set.is_empty() {
-        c.conversations
-            .count_documents(doc! { "_id": conversation.bson() })
-            .await
-            .map_err(db)?
+        c.conversations.count_documents(doc! { "_id": conversation.bson() }).await.map_err(db)?
     } else {
         c.conversations
             .update_one(doc! { "_id": conversation.bson() }, doc! { "$set": set })
@@ -344,11 +307,7 @@ pub(crate) async fn add_members(
     users: &[UserId],
     at: Timestamp,
 ) -> StoreResult<Vec<UserId>> {
-    let exists = c
-        .conversations
-        .count_documents(doc! { "_id": conversation.bson() })
-        .await
-        .map_err(db)?;
+    let exists = c.conversations.count_documents(doc! { "_id": conversation.bson() }).await.map_err(db)?;
     if exists == 0 {
         return Err(StoreError::NotFound);
     }
@@ -372,11 +331,7 @@ pub(crate) async fn add_members(
     Ok(added)
 }
 
-pub(crate) async fn remove_member(
-    c: &Collections,
-    conversation: ConversationId,
-    user: UserId,
-) -> StoreResult<bool> {
+pub(crate) async fn remove_member(c: &Collections, conversation: ConversationId, user: UserId) -> StoreResult<bool> {
     let done = c
         .conversations
         .update_one(
@@ -388,11 +343,7 @@ pub(crate) async fn remove_member(
     Ok(done.modified_count == 1)
 }
 
-pub(crate) async fn promote_to_admin(
-    c: &Collections,
-    conversation: ConversationId,
-    user: UserId,
-) -> StoreResult<()> {
+pub(crate) async fn promote_to_admin(c: &Collections, conversation: ConversationId, user: UserId) -> StoreResult<()> {
     let done = c
         .conversations
         .update_one(

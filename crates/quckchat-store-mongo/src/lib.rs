@@ -104,8 +104,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use quckchat_domain::call_model::Call;
 use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
-    Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob,
-    Role, Session, Timestamp, User,
+    Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob, Role, Session,
+    Timestamp, User,
 };
 use quckchat_domain::store::{Credentials, HistoryCursor, Store, StoreResult};
 use quckchat_domain::{CallId, ConversationId, MessageId, PushJobId, SessionId, UserId};
@@ -184,9 +184,7 @@ impl Collections {
             messages: db.collection(names::MESSAGES),
             messages_majority: db.collection_with_options(
                 names::MESSAGES,
-                CollectionOptions::builder()
-                    .read_concern(ReadConcern::majority())
-                    .build(),
+                CollectionOptions::builder().read_concern(ReadConcern::majority()).build(),
             ),
             receipts: db.collection(names::RECEIPTS),
             pushes: db.collection(names::PUSHES),
@@ -209,9 +207,8 @@ impl MongoStore {
     /// and fast (see [`names`]) and finishes appends that a crashed instance left
     /// unfinished.
     pub async fn connect(url: &str) -> anyhow::Result<MongoStore> {
-        let options = ClientOptions::parse(url)
-            .await
-            .with_context(|| format!("invalid MongoDB URL {:?}", redact(url)))?;
+        let options =
+            ClientOptions::parse(url).await.with_context(|| format!("invalid MongoDB URL {:?}", redact(url)))?;
         let database = database_of(&options);
         Self::open(options, &database).await
     }
@@ -219,9 +216,8 @@ impl MongoStore {
     /// Like [`connect`](Self::connect), but in `database` whatever the URL names. Several
     /// databases on one server are fully separate stores (tests use one each).
     pub async fn connect_to_database(url: &str, database: &str) -> anyhow::Result<MongoStore> {
-        let options = ClientOptions::parse(url)
-            .await
-            .with_context(|| format!("invalid MongoDB URL {:?}", redact(url)))?;
+        let options =
+            ClientOptions::parse(url).await.with_context(|| format!("invalid MongoDB URL {:?}", redact(url)))?;
         Self::open(options, database).await
     }
 
@@ -234,14 +230,8 @@ impl MongoStore {
         }
         let client = Client::with_options(options).context("configuring the MongoDB client")?;
         let db = client.database(database);
-        db.run_command(doc! { "ping": 1 })
-            .await
-            .context("connecting to MongoDB")?;
-        let store = MongoStore {
-            client,
-            c: Collections::of(&db),
-            database: db,
-        };
+        db.run_command(doc! { "ping": 1 }).await.context("connecting to MongoDB")?;
+        let store = MongoStore { client, c: Collections::of(&db), database: db };
         store
             .create_indexes()
             .await
@@ -282,10 +272,7 @@ impl MongoStore {
     /// Creates the indexes (a no-op for those that exist with the same definition).
     async fn create_indexes(&self) -> anyhow::Result<()> {
         fn index(keys: Document, name: &str) -> IndexModel {
-            IndexModel::builder()
-                .keys(keys)
-                .options(IndexOptions::builder().name(name.to_string()).build())
-                .build()
+            IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_string()).build()).build()
         }
         fn unique(keys: Document, name: &str, partial: Option<Document>) -> IndexModel {
             IndexModel::builder()
@@ -302,26 +289,13 @@ impl MongoStore {
         fn partial(keys: Document, name: &str, filter: Document) -> IndexModel {
             IndexModel::builder()
                 .keys(keys)
-                .options(
-                    IndexOptions::builder()
-                        .name(name.to_string())
-                        .partial_filter_expression(filter)
-                        .build(),
-                )
+                .options(IndexOptions::builder().name(name.to_string()).partial_filter_expression(filter).build())
                 .build()
         }
 
         let c = &self.c;
-        c.users
-            .create_indexes([unique(
-                doc! { "usernameKey": 1 },
-                names::USERS_USERNAME_KEY,
-                None,
-            )])
-            .await?;
-        c.sessions
-            .create_indexes([index(doc! { "userId": 1 }, names::SESSIONS_BY_USER)])
-            .await?;
+        c.users.create_indexes([unique(doc! { "usernameKey": 1 }, names::USERS_USERNAME_KEY, None)]).await?;
+        c.sessions.create_indexes([index(doc! { "userId": 1 }, names::SESSIONS_BY_USER)]).await?;
         c.conversations
             .create_indexes([
                 unique(
@@ -338,11 +312,7 @@ impl MongoStore {
         c.messages
             .create_indexes([
                 // Also the history index: pages are ranges of it, either way round.
-                unique(
-                    doc! { "conversationId": 1, "seq": 1 },
-                    names::MESSAGES_CONVERSATION_SEQ,
-                    None,
-                ),
+                unique(doc! { "conversationId": 1, "seq": 1 }, names::MESSAGES_CONVERSATION_SEQ, None),
                 unique(
                     doc! { "senderId": 1, "clientMessageId": 1 },
                     names::MESSAGES_BY_CLIENT_ID,
@@ -358,36 +328,18 @@ impl MongoStore {
         // Not `userId` as a third key: it would not cover the query (`readAt` is fetched
         // anyway), and SecantusDB (the server the tests run on) mis-bounds `$lte` on a
         // compound key's middle field.
-        c.receipts
-            .create_indexes([index(
-                doc! { "conversationId": 1, "seq": 1 },
-                names::RECEIPTS_BY_SEQ,
-            )])
-            .await?;
+        c.receipts.create_indexes([index(doc! { "conversationId": 1, "seq": 1 }, names::RECEIPTS_BY_SEQ)]).await?;
         c.pushes
             .create_indexes([
-                partial(
-                    doc! { "nextAttemptAt": 1 },
-                    names::PUSHES_DUE,
-                    doc! { "pending": true },
-                ),
-                index(
-                    doc! { "userId": 1, "createdAt": 1, "enqueuedAt": 1, "ord": 1 },
-                    names::PUSHES_BY_USER,
-                ),
+                partial(doc! { "nextAttemptAt": 1 }, names::PUSHES_DUE, doc! { "pending": true }),
+                index(doc! { "userId": 1, "createdAt": 1, "enqueuedAt": 1, "ord": 1 }, names::PUSHES_BY_USER),
             ])
             .await?;
         c.calls
             .create_indexes([
-                index(
-                    doc! { "conversationId": 1, "createdAt": -1, "_id": -1 },
-                    names::CALLS_BY_CONVERSATION,
-                ),
+                index(doc! { "conversationId": 1, "createdAt": -1, "_id": -1 }, names::CALLS_BY_CONVERSATION),
                 index(doc! { "status": 1, "createdAt": 1 }, names::CALLS_BY_STATUS),
-                index(
-                    doc! { "participants.userId": 1, "participants.status": 1 },
-                    names::CALLS_BY_PARTICIPANT,
-                ),
+                index(doc! { "participants.userId": 1, "participants.status": 1 }, names::CALLS_BY_PARTICIPANT),
             ])
             .await?;
         Ok(())
@@ -396,11 +348,7 @@ impl MongoStore {
 
 /// The database a URL names, or [`DEFAULT_DATABASE`].
 fn database_of(options: &ClientOptions) -> String {
-    options
-        .default_database
-        .clone()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| DEFAULT_DATABASE.to_string())
+    options.default_database.clone().filter(|name| !name.is_empty()).unwrap_or_else(|| DEFAULT_DATABASE.to_string())
 }
 
 /// `url` without its password, for error messages.
@@ -409,12 +357,7 @@ fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &credentials[..colon],
-                    &url[at..]
-                ),
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
                 None => url.to_string(),
             }
         }
@@ -478,20 +421,11 @@ impl Store for MongoStore {
         conversations::create_conversation(&self.c, new).await
     }
 
-    async fn single_between(
-        &self,
-        a: UserId,
-        b: UserId,
-        viewer: UserId,
-    ) -> StoreResult<Option<Conversation>> {
+    async fn single_between(&self, a: UserId, b: UserId, viewer: UserId) -> StoreResult<Option<Conversation>> {
         conversations::single_between(&self.c, a, b, viewer).await
     }
 
-    async fn conversation(
-        &self,
-        id: ConversationId,
-        viewer: UserId,
-    ) -> StoreResult<Option<Conversation>> {
+    async fn conversation(&self, id: ConversationId, viewer: UserId) -> StoreResult<Option<Conversation>> {
         conversations::conversation(&self.c, id, viewer).await
     }
 
@@ -525,12 +459,7 @@ impl Store for MongoStore {
         conversations::update_conversation(&self.c, id, name, avatar).await
     }
 
-    async fn add_members(
-        &self,
-        id: ConversationId,
-        users: &[UserId],
-        at: Timestamp,
-    ) -> StoreResult<Vec<UserId>> {
+    async fn add_members(&self, id: ConversationId, users: &[UserId], at: Timestamp) -> StoreResult<Vec<UserId>> {
         conversations::add_members(&self.c, id, users, at).await
     }
 
@@ -559,12 +488,7 @@ impl Store for MongoStore {
         messages::history(&self.c, conversation, cursor, limit).await
     }
 
-    async fn edit_message(
-        &self,
-        id: MessageId,
-        content: &str,
-        at: Timestamp,
-    ) -> StoreResult<Message> {
+    async fn edit_message(&self, id: MessageId, content: &str, at: Timestamp) -> StoreResult<Message> {
         messages::edit_message(&self.c, id, content, at).await
     }
 
@@ -582,22 +506,11 @@ impl Store for MongoStore {
         messages::mark_read(&self.c, conversation, user, seq, at).await
     }
 
-    async fn add_reaction(
-        &self,
-        message: MessageId,
-        user: UserId,
-        emoji: &str,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str, at: Timestamp) -> StoreResult<bool> {
         messages::add_reaction(&self.c, message, user, emoji, at).await
     }
 
-    async fn remove_reaction(
-        &self,
-        message: MessageId,
-        user: UserId,
-        emoji: &str,
-    ) -> StoreResult<bool> {
+    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> StoreResult<bool> {
         messages::remove_reaction(&self.c, message, user, emoji).await
     }
 
@@ -605,12 +518,7 @@ impl Store for MongoStore {
         pushes::enqueue_pushes(&self.c, jobs).await
     }
 
-    async fn claim_pushes(
-        &self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: u32,
-    ) -> StoreResult<Vec<PushJob>> {
+    async fn claim_pushes(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<PushJob>> {
         pushes::claim_pushes(&self.c, now, lease_until, limit).await
     }
 
@@ -634,10 +542,7 @@ impl Store for MongoStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.database
-            .run_command(doc! { "ping": 1 })
-            .await
-            .map_err(db)?;
+        self.database.run_command(doc! { "ping": 1 }).await.map_err(db)?;
         Ok(())
     }
 }
@@ -683,15 +588,9 @@ mod tests {
     #[tokio::test]
     async fn database_from_the_url_or_default() {
         for (url, expected) in [
-            (
-                "mongodb://127.0.0.1:27017/chat?directConnection=true",
-                "chat",
-            ),
+            ("mongodb://127.0.0.1:27017/chat?directConnection=true", "chat"),
             ("mongodb://u:p@h1:1,h2:2/chat_prod", "chat_prod"),
-            (
-                "mongodb://127.0.0.1:27017/?directConnection=true",
-                "quckchat",
-            ),
+            ("mongodb://127.0.0.1:27017/?directConnection=true", "quckchat"),
             ("mongodb://127.0.0.1:27017", "quckchat"),
         ] {
             let options = ClientOptions::parse(url).await.expect("a valid URL");
@@ -701,10 +600,7 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact("mongodb://u:secret@h:27017/db"),
-            "mongodb://u:***@h:27017/db"
-        );
+        assert_eq!(redact("mongodb://u:secret@h:27017/db"), "mongodb://u:***@h:27017/db");
         assert_eq!(redact("mongodb://h:27017/db"), "mongodb://h:27017/db");
         assert_eq!(redact("mongodb://u@h/db"), "mongodb://u@h/db");
     }

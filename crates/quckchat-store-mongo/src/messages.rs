@@ -9,16 +9,15 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::ReturnDocument;
 use quckchat_domain::model::{
-    Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt,
-    Timestamp,
+    Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt, Timestamp,
 };
 use quckchat_domain::store::{HistoryCursor, StoreResult};
 use quckchat_domain::{ConversationId, MessageId, StoreError, UserId};
 use rand::Rng;
 
 use crate::codec::{
-    DbId, corrupt, date, db, docs, id, int, is_duplicate, limit, opt_id, opt_id_bson, opt_string,
-    opt_time, string, time, ts, violates, wire,
+    DbId, corrupt, date, db, docs, id, int, is_duplicate, limit, opt_id, opt_id_bson, opt_string, opt_time, string,
+    time, ts, violates, wire,
 };
 use crate::conversations::advance_pointer;
 use crate::pushes::{insert_jobs, job_doc};
@@ -46,20 +45,11 @@ fn attachments_bson(attachments: &[Attachment]) -> StoreResult<Bson> {
 fn message_from_doc(doc: &Document) -> StoreResult<Message> {
     let attachments: Vec<Attachment> = match doc.get("attachments") {
         None | Some(Bson::Null) => Vec::new(),
-        Some(value) => bson::deserialize_from_bson(value.clone())
-            .map_err(|e| corrupt(format!("attachments: {e}")))?,
+        Some(value) => bson::deserialize_from_bson(value.clone()).map_err(|e| corrupt(format!("attachments: {e}")))?,
     };
     let mut reactions = docs(doc, "reactions")?
         .into_iter()
-        .map(|r| {
-            Ok((
-                time(r, "at")?,
-                Reaction {
-                    emoji: string(r, "emoji")?,
-                    user_id: id(r, "userId")?,
-                },
-            ))
-        })
+        .map(|r| Ok((time(r, "at")?, Reaction { emoji: string(r, "emoji")?, user_id: id(r, "userId")? })))
         .collect::<StoreResult<Vec<_>>>()?;
     // Oldest first; a stable sort keeps the order they were added among equal times.
     reactions.sort_by_key(|(at, _)| *at);
@@ -84,10 +74,7 @@ fn message_from_doc(doc: &Document) -> StoreResult<Message> {
 /// Decodes message documents and fills in their readers: one receipt query (and one
 /// aggregation) per conversation involved.
 async fn complete(c: &Collections, found: Vec<Document>) -> StoreResult<Vec<Message>> {
-    let mut messages = found
-        .iter()
-        .map(message_from_doc)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut messages = found.iter().map(message_from_doc).collect::<StoreResult<Vec<_>>>()?;
     let mut seq_range: HashMap<ConversationId, (i64, i64)> = HashMap::new();
     for m in &messages {
         let range = seq_range.entry(m.conversation_id).or_insert((m.seq, m.seq));
@@ -95,10 +82,7 @@ async fn complete(c: &Collections, found: Vec<Document>) -> StoreResult<Vec<Mess
     }
     let mut readers: HashMap<ConversationId, Readers> = HashMap::new();
     for (conversation, (low, high)) in seq_range {
-        readers.insert(
-            conversation,
-            Readers::load(c, conversation, low, high).await?,
-        );
+        readers.insert(conversation, Readers::load(c, conversation, low, high).await?);
     }
     for m in &mut messages {
         if let Some(r) = readers.get(&m.conversation_id) {
@@ -120,12 +104,7 @@ impl Readers {
     /// Receipts with seq in `low..=high`, plus, per user, one summary of everything
     /// above `high` (the earliest time the pointer went past it), so that what is read
     /// stays bounded by the page, not by the conversation's length.
-    async fn load(
-        c: &Collections,
-        conversation: ConversationId,
-        low: i64,
-        high: i64,
-    ) -> StoreResult<Self> {
+    async fn load(c: &Collections, conversation: ConversationId, low: i64, high: i64) -> StoreResult<Self> {
         let in_range: Vec<Document> = c
             .receipts
             .find(doc! { "conversationId": conversation.bson(), "seq": { "$gte": low, "$lte": high } })
@@ -148,16 +127,10 @@ impl Readers {
             .map_err(db)?;
         let mut by_user: HashMap<UserId, Vec<(i64, Timestamp)>> = HashMap::new();
         for r in &in_range {
-            by_user
-                .entry(id(r, "userId")?)
-                .or_default()
-                .push((int(r, "seq")?, time(r, "readAt")?));
+            by_user.entry(id(r, "userId")?).or_default().push((int(r, "seq")?, time(r, "readAt")?));
         }
         for r in &above {
-            by_user
-                .entry(id(r, "_id")?)
-                .or_default()
-                .push((high + 1, time(r, "readAt")?));
+            by_user.entry(id(r, "_id")?).or_default().push((high + 1, time(r, "readAt")?));
         }
         for receipts in by_user.values_mut() {
             receipts.sort_unstable();
@@ -179,10 +152,7 @@ impl Readers {
             .filter(|(user, _)| **user != message.sender_id)
             .filter_map(|(user, receipts)| {
                 let first = receipts.partition_point(|(seq, _)| *seq < message.seq);
-                receipts.get(first).map(|(_, read_at)| ReadReceipt {
-                    user_id: *user,
-                    read_at: *read_at,
-                })
+                receipts.get(first).map(|(_, read_at)| ReadReceipt { user_id: *user, read_at: *read_at })
             })
             .collect();
         read_by.sort_by_key(|r| (r.read_at, r.user_id));
@@ -192,16 +162,9 @@ impl Readers {
 
 /// One message by id, whole.
 async fn load(c: &Collections, message: MessageId) -> StoreResult<Option<Message>> {
-    let found = c
-        .messages
-        .find_one(doc! { "_id": message.bson() })
-        .projection(doc! { "unfinished": 0 })
-        .await
-        .map_err(db)?;
-    Ok(complete(c, found.into_iter().collect())
-        .await?
-        .into_iter()
-        .next())
+    let found =
+        c.messages.find_one(doc! { "_id": message.bson() }).projection(doc! { "unfinished": 0 }).await.map_err(db)?;
+    Ok(complete(c, found.into_iter().collect()).await?.into_iter().next())
 }
 
 // ---- appends --------------------------------------------------------------------------
@@ -291,15 +254,8 @@ async fn existing(c: &Collections, found: Document) -> StoreResult<Message> {
     load(c, message).await?.ok_or(StoreError::NotFound)
 }
 
-async fn by_client_id(
-    c: &Collections,
-    sender: UserId,
-    client_id: &str,
-) -> StoreResult<Option<Document>> {
-    c.messages
-        .find_one(doc! { "senderId": sender.bson(), "clientMessageId": client_id })
-        .await
-        .map_err(db)
+async fn by_client_id(c: &Collections, sender: UserId, client_id: &str) -> StoreResult<Option<Document>> {
+    c.messages.find_one(doc! { "senderId": sender.bson(), "clientMessageId": client_id }).await.map_err(db)
 }
 
 /// Waits a little after losing a race for a seq, more the more often it was lost, so
@@ -314,11 +270,7 @@ async fn back_off(lost: u32) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-pub(crate) async fn append_message(
-    c: &Collections,
-    new: NewMessage,
-    pushes: Vec<PushJob>,
-) -> StoreResult<Appended> {
+pub(crate) async fn append_message(c: &Collections, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
     append(c, new, pushes, None).await
 }
 
@@ -340,8 +292,7 @@ pub(crate) async fn append(
     let created_at = ts(new.created_at);
     let attachments = attachments_bson(&new.attachments)?;
     let push_docs: Vec<Document> = pushes.iter().map(job_doc).collect();
-    let abandoned_for =
-        chrono::Duration::from_std(abandon.unwrap_or_default()).map_err(StoreError::backend)?;
+    let abandoned_for = chrono::Duration::from_std(abandon.unwrap_or_default()).map_err(StoreError::backend)?;
     let mut lost = 0;
     let seq = loop {
         if lost >= APPEND_ATTEMPTS {
@@ -371,11 +322,8 @@ pub(crate) async fn append(
                 int(&top, "seq")? + 1
             }
             None => {
-                let exists = c
-                    .conversations
-                    .count_documents(doc! { "_id": new.conversation_id.bson() })
-                    .await
-                    .map_err(db)?;
+                let exists =
+                    c.conversations.count_documents(doc! { "_id": new.conversation_id.bson() }).await.map_err(db)?;
                 if exists == 0 {
                     return Err(StoreError::NotFound);
                 }
@@ -422,16 +370,9 @@ pub(crate) async fn append(
                 {
                     return Ok(Appended::Existing(existing(c, found).await?));
                 }
-                let taken = c
-                    .messages
-                    .count_documents(doc! { "_id": new.id.bson() })
-                    .await
-                    .map_err(db)?;
+                let taken = c.messages.count_documents(doc! { "_id": new.id.bson() }).await.map_err(db)?;
                 if taken > 0 {
-                    return Err(StoreError::Conflict(format!(
-                        "message id {} is already stored",
-                        new.id
-                    )));
+                    return Err(StoreError::Conflict(format!("message id {} is already stored", new.id)));
                 }
                 lost += 1;
                 back_off(lost).await;
@@ -478,9 +419,7 @@ pub(crate) async fn finish_abandoned(c: &Collections, grace: Duration) -> StoreR
     let cutoff = Utc::now() - grace;
     let found: Vec<Document> = c
         .messages
-        .find(
-            doc! { "unfinished": { "$exists": true }, "unfinished.since": { "$lt": date(cutoff) } },
-        )
+        .find(doc! { "unfinished": { "$exists": true }, "unfinished.since": { "$lt": date(cutoff) } })
         .projection(probe_projection())
         .sort(doc! { "unfinished.since": 1 })
         .await
@@ -525,15 +464,9 @@ pub(crate) async fn history(
             let Some(anchor) = anchor else {
                 return Ok(Vec::new());
             };
-            (
-                doc! { "conversationId": conversation.bson(), "seq": { "$lt": int(&anchor, "seq")? } },
-                -1,
-            )
+            (doc! { "conversationId": conversation.bson(), "seq": { "$lt": int(&anchor, "seq")? } }, -1)
         }
-        HistoryCursor::AfterSeq(after) => (
-            doc! { "conversationId": conversation.bson(), "seq": { "$gt": after } },
-            1,
-        ),
+        HistoryCursor::AfterSeq(after) => (doc! { "conversationId": conversation.bson(), "seq": { "$gt": after } }, 1),
     };
     let found: Vec<Document> = c
         .messages
@@ -566,18 +499,10 @@ pub(crate) async fn edit_message(
         .await
         .map_err(db)?
         .ok_or(StoreError::NotFound)?;
-    complete(c, vec![edited])
-        .await?
-        .into_iter()
-        .next()
-        .ok_or(StoreError::NotFound)
+    complete(c, vec![edited]).await?.into_iter().next().ok_or(StoreError::NotFound)
 }
 
-pub(crate) async fn delete_message(
-    c: &Collections,
-    message: MessageId,
-    at: Timestamp,
-) -> StoreResult<Message> {
+pub(crate) async fn delete_message(c: &Collections, message: MessageId, at: Timestamp) -> StoreResult<Message> {
     // One atomic update (a pipeline, so that the first deletion time is kept): the
     // content, attachments and reactions go together.
     let deleted = c
@@ -596,11 +521,7 @@ pub(crate) async fn delete_message(
         .await
         .map_err(db)?
         .ok_or(StoreError::NotFound)?;
-    complete(c, vec![deleted])
-        .await?
-        .into_iter()
-        .next()
-        .ok_or(StoreError::NotFound)
+    complete(c, vec![deleted]).await?.into_iter().next().ok_or(StoreError::NotFound)
 }
 
 pub(crate) async fn mark_read(
@@ -648,11 +569,7 @@ pub(crate) async fn add_reaction(
     if done.modified_count == 1 {
         return Ok(true);
     }
-    let exists = c
-        .messages
-        .count_documents(doc! { "_id": message.bson() })
-        .await
-        .map_err(db)?;
+    let exists = c.messages.count_documents(doc! { "_id": message.bson() }).await.map_err(db)?;
     if exists == 0 {
         return Err(StoreError::NotFound);
     }

@@ -16,8 +16,8 @@ use quckchat_domain::{PushJobId, StoreError, UserId};
 
 use crate::Collections;
 use crate::codec::{
-    DbId, corrupt, date, db, id, int, limit, only_duplicates, opt_date, opt_id, opt_id_bson,
-    opt_str_bson, opt_string, opt_time, string, time, wire,
+    DbId, corrupt, date, db, id, int, limit, only_duplicates, opt_date, opt_id, opt_id_bson, opt_str_bson, opt_string,
+    opt_time, string, time, wire,
 };
 
 /// How many times a claim looks again for due jobs when others took some of those it
@@ -82,11 +82,7 @@ fn job_from_doc(doc: &Document) -> StoreResult<PushJob> {
 /// Writes job documents in one round trip, in the order given. With
 /// `ignore_duplicates`, jobs already stored under their id are skipped (an append's
 /// effects being applied a second time).
-pub(crate) async fn insert_jobs(
-    c: &Collections,
-    mut jobs: Vec<Document>,
-    ignore_duplicates: bool,
-) -> StoreResult<()> {
+pub(crate) async fn insert_jobs(c: &Collections, mut jobs: Vec<Document>, ignore_duplicates: bool) -> StoreResult<()> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -137,10 +133,7 @@ pub(crate) async fn claim_pushes(
             // are one atomic update, so a job another worker leased meanwhile is skipped.
             let leased = c
                 .pushes
-                .find_one_and_update(
-                    filter,
-                    doc! { "$set": { "nextAttemptAt": date(lease_until) } },
-                )
+                .find_one_and_update(filter, doc! { "$set": { "nextAttemptAt": date(lease_until) } })
                 .return_document(ReturnDocument::After)
                 .await
                 .map_err(db)?;
@@ -163,19 +156,12 @@ pub(crate) async fn claim_pushes(
             id(d, "_id")?,
         ))
     };
-    let mut keyed = claimed
-        .into_iter()
-        .map(|(d, job)| Ok((key(&d)?, job)))
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut keyed = claimed.into_iter().map(|(d, job)| Ok((key(&d)?, job))).collect::<StoreResult<Vec<_>>>()?;
     keyed.sort_by_key(|(k, _)| *k);
     Ok(keyed.into_iter().map(|(_, job)| job).collect())
 }
 
-pub(crate) async fn push_delivered(
-    c: &Collections,
-    job: PushJobId,
-    at: Timestamp,
-) -> StoreResult<()> {
+pub(crate) async fn push_delivered(c: &Collections, job: PushJobId, at: Timestamp) -> StoreResult<()> {
     let done = c
         .pushes
         .update_one(
@@ -209,11 +195,7 @@ pub(crate) async fn push_failed(
             "$unset": { "pending": "" },
         };
     }
-    let done = c
-        .pushes
-        .update_one(doc! { "_id": job.bson() }, update)
-        .await
-        .map_err(db)?;
+    let done = c.pushes.update_one(doc! { "_id": job.bson() }, update).await.map_err(db)?;
     if done.matched_count == 0 {
         return Err(StoreError::NotFound);
     }

@@ -7,8 +7,8 @@ use quckchat_domain::store::{Credentials, StoreResult};
 use quckchat_domain::{SessionId, StoreError, UserId};
 
 use crate::codec::{
-    DbId, date, db, fold, id, id_array, is_duplicate, limit, literal_regex, opt_date, opt_string,
-    opt_time, string, time, ts,
+    DbId, date, db, fold, id, id_array, is_duplicate, limit, literal_regex, opt_date, opt_string, opt_time, string,
+    time, ts,
 };
 use crate::{Collections, names};
 
@@ -51,10 +51,9 @@ pub(crate) async fn create_user(c: &Collections, new: NewUser) -> StoreResult<Us
             created_at: ts(new.created_at),
         }),
         // The unique `usernameKey` index (or, by a caller's bug, the id).
-        Err(e) if is_duplicate(&e) => Err(StoreError::Conflict(format!(
-            "username is taken ({})",
-            names::USERS_USERNAME_KEY
-        ))),
+        Err(e) if is_duplicate(&e) => {
+            Err(StoreError::Conflict(format!("username is taken ({})", names::USERS_USERNAME_KEY)))
+        }
         Err(e) => Err(db(e)),
     }
 }
@@ -86,30 +85,14 @@ pub(crate) async fn users(c: &Collections, ids: &[UserId]) -> StoreResult<Vec<Us
     found.iter().map(user_from_doc).collect()
 }
 
-pub(crate) async fn credentials(
-    c: &Collections,
-    username: &str,
-) -> StoreResult<Option<Credentials>> {
-    let found = c
-        .users
-        .find_one(doc! { "usernameKey": fold(username) })
-        .await
-        .map_err(db)?;
+pub(crate) async fn credentials(c: &Collections, username: &str) -> StoreResult<Option<Credentials>> {
+    let found = c.users.find_one(doc! { "usernameKey": fold(username) }).await.map_err(db)?;
     found
-        .map(|doc| {
-            Ok(Credentials {
-                user: user_from_doc(&doc)?,
-                password_hash: string(&doc, "passwordHash")?,
-            })
-        })
+        .map(|doc| Ok(Credentials { user: user_from_doc(&doc)?, password_hash: string(&doc, "passwordHash")? }))
         .transpose()
 }
 
-pub(crate) async fn update_profile(
-    c: &Collections,
-    user_id: UserId,
-    patch: ProfilePatch,
-) -> StoreResult<User> {
+pub(crate) async fn update_profile(c: &Collections, user_id: UserId, patch: ProfilePatch) -> StoreResult<User> {
     let mut set = Document::new();
     if let Some(name) = &patch.display_name {
         set.insert("displayName", name);
@@ -162,14 +145,8 @@ pub(crate) async fn search_users(c: &Collections, query: &str, max: u32) -> Stor
 }
 
 pub(crate) async fn set_last_seen(c: &Collections, user: UserId, at: Timestamp) -> StoreResult<()> {
-    let done = c
-        .users
-        .update_one(
-            doc! { "_id": user.bson() },
-            doc! { "$set": { "lastSeen": date(at) } },
-        )
-        .await
-        .map_err(db)?;
+    let done =
+        c.users.update_one(doc! { "_id": user.bson() }, doc! { "$set": { "lastSeen": date(at) } }).await.map_err(db)?;
     if done.matched_count == 0 {
         return Err(StoreError::NotFound);
     }
@@ -205,13 +182,7 @@ pub(crate) async fn create_session(c: &Collections, session: Session) -> StoreRe
 }
 
 pub(crate) async fn session(c: &Collections, session: SessionId) -> StoreResult<Option<Session>> {
-    c.sessions
-        .find_one(doc! { "_id": session.bson() })
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(session_from_doc)
-        .transpose()
+    c.sessions.find_one(doc! { "_id": session.bson() }).await.map_err(db)?.as_ref().map(session_from_doc).transpose()
 }
 
 pub(crate) async fn rotate_refresh_token(
@@ -234,17 +205,10 @@ pub(crate) async fn rotate_refresh_token(
     Ok(done.matched_count == 1)
 }
 
-pub(crate) async fn revoke_session(
-    c: &Collections,
-    session: SessionId,
-    at: Timestamp,
-) -> StoreResult<bool> {
+pub(crate) async fn revoke_session(c: &Collections, session: SessionId, at: Timestamp) -> StoreResult<bool> {
     let done = c
         .sessions
-        .update_one(
-            doc! { "_id": session.bson(), "revokedAt": Bson::Null },
-            doc! { "$set": { "revokedAt": date(at) } },
-        )
+        .update_one(doc! { "_id": session.bson(), "revokedAt": Bson::Null }, doc! { "$set": { "revokedAt": date(at) } })
         .await
         .map_err(db)?;
     Ok(done.matched_count == 1)

@@ -51,10 +51,7 @@ fn call_from_row(row: &PgRow) -> StoreResult<Call> {
 
 /// Decodes call rows and fills in their participants, in order, with one query.
 async fn complete(conn: &mut PgConnection, rows: Vec<PgRow>) -> StoreResult<Vec<Call>> {
-    let mut calls = rows
-        .iter()
-        .map(call_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut calls = rows.iter().map(call_from_row).collect::<StoreResult<Vec<_>>>()?;
     if calls.is_empty() {
         return Ok(calls);
     }
@@ -87,31 +84,11 @@ async fn complete(conn: &mut PgConnection, rows: Vec<PgRow>) -> StoreResult<Vec<
 
 /// Writes a call's participants, in order, on a connection already in a transaction.
 async fn insert_participants(conn: &mut PgConnection, call: &Call) -> StoreResult<()> {
-    let users: Vec<Uuid> = call
-        .participants
-        .iter()
-        .map(|p| p.user_id.as_uuid())
-        .collect();
-    let statuses: Vec<&str> = call
-        .participants
-        .iter()
-        .map(|p| p.status.as_str())
-        .collect();
-    let joined: Vec<Option<Timestamp>> = call
-        .participants
-        .iter()
-        .map(|p| opt_ts(p.joined_at))
-        .collect();
-    let left: Vec<Option<Timestamp>> = call
-        .participants
-        .iter()
-        .map(|p| opt_ts(p.left_at))
-        .collect();
-    let devices: Vec<Option<&str>> = call
-        .participants
-        .iter()
-        .map(|p| p.device.as_deref())
-        .collect();
+    let users: Vec<Uuid> = call.participants.iter().map(|p| p.user_id.as_uuid()).collect();
+    let statuses: Vec<&str> = call.participants.iter().map(|p| p.status.as_str()).collect();
+    let joined: Vec<Option<Timestamp>> = call.participants.iter().map(|p| opt_ts(p.joined_at)).collect();
+    let left: Vec<Option<Timestamp>> = call.participants.iter().map(|p| opt_ts(p.left_at)).collect();
+    let devices: Vec<Option<&str>> = call.participants.iter().map(|p| p.device.as_deref()).collect();
     // `position` counts from 0, as the list does.
     sqlx::query(
         "INSERT INTO call_participants (call_id, user_id, position, status, joined_at, left_at, device)
@@ -157,25 +134,17 @@ pub(crate) async fn create_call(pool: &PgPool, call: &Call) -> StoreResult<()> {
 
 pub(crate) async fn call(pool: &PgPool, call: CallId) -> StoreResult<Option<Call>> {
     let mut tx = read_tx(pool).await?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        call_columns!(),
-        " FROM calls c WHERE c.id = $1"
-    ))
-    .bind(call.as_uuid())
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
+    let rows = sqlx::query(concat!("SELECT ", call_columns!(), " FROM calls c WHERE c.id = $1"))
+        .bind(call.as_uuid())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
     let found = complete(&mut tx, rows).await?;
     tx.commit().await.map_err(db)?;
     Ok(found.into_iter().next())
 }
 
-pub(crate) async fn save_call(
-    pool: &PgPool,
-    call: &Call,
-    expected_version: i64,
-) -> StoreResult<bool> {
+pub(crate) async fn save_call(pool: &PgPool, call: &Call, expected_version: i64) -> StoreResult<bool> {
     // The version check is the UPDATE's condition: of several saves from the same
     // version, the later ones wait for the first's row lock, then re-check the condition
     // on the row it wrote and match nothing. What a call is (its conversation, initiator,

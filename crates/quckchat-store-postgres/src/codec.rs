@@ -7,9 +7,7 @@ use std::fmt;
 use chrono::SubsecRound;
 use quckchat_domain::model::Timestamp;
 use quckchat_domain::store::StoreResult;
-use quckchat_domain::{
-    CallId, ConversationId, MessageId, PushJobId, SessionId, StoreError, UserId,
-};
+use quckchat_domain::{CallId, ConversationId, MessageId, PushJobId, SessionId, StoreError, UserId};
 use sqlx::postgres::PgRow;
 use sqlx::{Decode, Postgres, Row, Type};
 use uuid::Uuid;
@@ -38,9 +36,7 @@ pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            StoreError::Conflict(d.message().to_string())
-        }
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.message().to_string()),
         sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound,
         _ => StoreError::backend(e),
     }
@@ -89,14 +85,7 @@ macro_rules! db_id {
     };
 }
 
-db_id!(
-    UserId,
-    ConversationId,
-    MessageId,
-    SessionId,
-    PushJobId,
-    CallId
-);
+db_id!(UserId, ConversationId, MessageId, SessionId, PushJobId, CallId);
 
 /// An id column.
 pub(crate) fn id<T: DbId>(row: &PgRow, column: &str) -> StoreResult<T> {
@@ -109,11 +98,7 @@ pub(crate) fn opt_id<T: DbId>(row: &PgRow, column: &str) -> StoreResult<Option<T
 }
 
 /// A text column holding a wire name, parsed with `parse`.
-pub(crate) fn wire<T>(
-    row: &PgRow,
-    column: &str,
-    parse: impl FnOnce(&str) -> Option<T>,
-) -> StoreResult<T> {
+pub(crate) fn wire<T>(row: &PgRow, column: &str, parse: impl FnOnce(&str) -> Option<T>) -> StoreResult<T> {
     let name: &str = get(row, column)?;
     parse(name).ok_or_else(|| corrupt(format!("{column} {name:?}")))
 }

@@ -2,9 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use quckchat_domain::model::{
-    Conversation, ConversationKind, NewConversation, Participant, Role, Timestamp,
-};
+use quckchat_domain::model::{Conversation, ConversationKind, NewConversation, Participant, Role, Timestamp};
 use quckchat_domain::store::StoreResult;
 use quckchat_domain::{ConversationId, StoreError, UserId};
 use sqlx::postgres::PgRow;
@@ -55,14 +53,8 @@ fn conversation_from_row(row: &PgRow) -> StoreResult<Conversation> {
 
 /// Decodes conversation rows and fills in every participant list with one query:
 /// the creator first, then by join time, then in the order they were added.
-async fn with_participants(
-    conn: &mut PgConnection,
-    rows: Vec<PgRow>,
-) -> StoreResult<Vec<Conversation>> {
-    let mut conversations = rows
-        .iter()
-        .map(conversation_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+async fn with_participants(conn: &mut PgConnection, rows: Vec<PgRow>) -> StoreResult<Vec<Conversation>> {
+    let mut conversations = rows.iter().map(conversation_from_row).collect::<StoreResult<Vec<_>>>()?;
     if conversations.is_empty() {
         return Ok(conversations);
     }
@@ -81,15 +73,12 @@ async fn with_participants(
     let mut by_conversation: HashMap<ConversationId, Vec<Participant>> = HashMap::new();
     for row in &participant_rows {
         let conversation: ConversationId = id(row, "conversation_id")?;
-        by_conversation
-            .entry(conversation)
-            .or_default()
-            .push(Participant {
-                user_id: id(row, "user_id")?,
-                role: role(get(row, "role")?)?,
-                joined_at: get(row, "joined_at")?,
-                last_read_seq: get(row, "last_read_seq")?,
-            });
+        by_conversation.entry(conversation).or_default().push(Participant {
+            user_id: id(row, "user_id")?,
+            role: role(get(row, "role")?)?,
+            joined_at: get(row, "joined_at")?,
+            last_read_seq: get(row, "last_read_seq")?,
+        });
     }
     for conversation in &mut conversations {
         conversation.participants = by_conversation.remove(&conversation.id).unwrap_or_default();
@@ -101,9 +90,7 @@ pub(crate) async fn create_conversation(pool: &PgPool, new: NewConversation) -> 
     let key = match (new.kind, new.participants.as_slice()) {
         (ConversationKind::Single, [(a, _), (b, _)]) => Some(single_key(*a, *b)),
         (ConversationKind::Single, _) => {
-            return Err(StoreError::Conflict(
-                "a single conversation has exactly two participants".into(),
-            ));
+            return Err(StoreError::Conflict("a single conversation has exactly two participants".into()));
         }
         (ConversationKind::Group, _) => None,
     };
@@ -126,9 +113,7 @@ pub(crate) async fn create_conversation(pool: &PgPool, new: NewConversation) -> 
     match inserted {
         Ok(_) => {}
         Err(e) if violates(&e, "conversations_single_key") => {
-            return Err(StoreError::Conflict(
-                "these two users already have a single conversation".into(),
-            ));
+            return Err(StoreError::Conflict("these two users already have a single conversation".into()));
         }
         Err(e) => return Err(db(e)),
     }
@@ -159,16 +144,13 @@ pub(crate) async fn single_between(
     viewer: UserId,
 ) -> StoreResult<Option<Conversation>> {
     let mut tx = read_tx(pool).await?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        conversation_columns!(),
-        " FROM conversations c WHERE c.single_key = $2"
-    ))
-    .bind(viewer.as_uuid())
-    .bind(single_key(a, b))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
+    let rows =
+        sqlx::query(concat!("SELECT ", conversation_columns!(), " FROM conversations c WHERE c.single_key = $2"))
+            .bind(viewer.as_uuid())
+            .bind(single_key(a, b))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
     let found = with_participants(&mut tx, rows).await?;
     tx.commit().await.map_err(db)?;
     Ok(found.into_iter().next())
@@ -180,16 +162,12 @@ pub(crate) async fn conversation(
     viewer: UserId,
 ) -> StoreResult<Option<Conversation>> {
     let mut tx = read_tx(pool).await?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        conversation_columns!(),
-        " FROM conversations c WHERE c.id = $2"
-    ))
-    .bind(viewer.as_uuid())
-    .bind(conversation.as_uuid())
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
+    let rows = sqlx::query(concat!("SELECT ", conversation_columns!(), " FROM conversations c WHERE c.id = $2"))
+        .bind(viewer.as_uuid())
+        .bind(conversation.as_uuid())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
     let found = with_participants(&mut tx, rows).await?;
     tx.commit().await.map_err(db)?;
     Ok(found.into_iter().next())
@@ -227,27 +205,22 @@ pub(crate) async fn member_role(
     conversation: ConversationId,
     user: UserId,
 ) -> StoreResult<Option<Role>> {
-    let name: Option<String> = sqlx::query_scalar(
-        "SELECT role FROM participants WHERE conversation_id = $1 AND user_id = $2",
-    )
-    .bind(conversation.as_uuid())
-    .bind(user.as_uuid())
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?;
+    let name: Option<String> =
+        sqlx::query_scalar("SELECT role FROM participants WHERE conversation_id = $1 AND user_id = $2")
+            .bind(conversation.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?;
     name.as_deref().map(role).transpose()
 }
 
-pub(crate) async fn conversation_ids_of(
-    pool: &PgPool,
-    user: UserId,
-) -> StoreResult<Vec<ConversationId>> {
-    let ids: Vec<Uuid> =
-        sqlx::query_scalar("SELECT conversation_id FROM participants WHERE user_id = $1")
-            .bind(user.as_uuid())
-            .fetch_all(pool)
-            .await
-            .map_err(db)?;
+pub(crate) async fn conversation_ids_of(pool: &PgPool, user: UserId) -> StoreResult<Vec<ConversationId>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT conversation_id FROM participants WHERE user_id = $1")
+        .bind(user.as_uuid())
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
     Ok(ids.into_iter().map(ConversationId::from_uuid).collect())
 }
 
@@ -271,15 +244,14 @@ pub(crate) async fn update_conversation(
     name: Option<String>,
     avatar: Option<String>,
 ) -> StoreResult<()> {
-    let done = sqlx::query(
-        "UPDATE conversations SET name = COALESCE($2, name), avatar = COALESCE($3, avatar) WHERE id = $1",
-    )
-    .bind(conversation.as_uuid())
-    .bind(name)
-    .bind(avatar)
-    .execute(pool)
-    .await
-    .map_err(db)?;
+    let done =
+        sqlx::query("UPDATE conversations SET name = COALESCE($2, name), avatar = COALESCE($3, avatar) WHERE id = $1")
+            .bind(conversation.as_uuid())
+            .bind(name)
+            .bind(avatar)
+            .execute(pool)
+            .await
+            .map_err(db)?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
@@ -323,17 +295,10 @@ pub(crate) async fn add_members(
     .map_err(db)?;
     tx.commit().await.map_err(db)?;
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-    Ok(candidates
-        .into_iter()
-        .filter(|u| inserted.contains(&u.as_uuid()))
-        .collect())
+    Ok(candidates.into_iter().filter(|u| inserted.contains(&u.as_uuid())).collect())
 }
 
-pub(crate) async fn remove_member(
-    pool: &PgPool,
-    conversation: ConversationId,
-    user: UserId,
-) -> StoreResult<bool> {
+pub(crate) async fn remove_member(pool: &PgPool, conversation: ConversationId, user: UserId) -> StoreResult<bool> {
     let done = sqlx::query("DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2")
         .bind(conversation.as_uuid())
         .bind(user.as_uuid())
@@ -343,19 +308,13 @@ pub(crate) async fn remove_member(
     Ok(done.rows_affected() == 1)
 }
 
-pub(crate) async fn promote_to_admin(
-    pool: &PgPool,
-    conversation: ConversationId,
-    user: UserId,
-) -> StoreResult<()> {
-    let done = sqlx::query(
-        "UPDATE participants SET role = 'admin' WHERE conversation_id = $1 AND user_id = $2",
-    )
-    .bind(conversation.as_uuid())
-    .bind(user.as_uuid())
-    .execute(pool)
-    .await
-    .map_err(db)?;
+pub(crate) async fn promote_to_admin(pool: &PgPool, conversation: ConversationId, user: UserId) -> StoreResult<()> {
+    let done = sqlx::query("UPDATE participants SET role = 'admin' WHERE conversation_id = $1 AND user_id = $2")
+        .bind(conversation.as_uuid())
+        .bind(user.as_uuid())
+        .execute(pool)
+        .await
+        .map_err(db)?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }

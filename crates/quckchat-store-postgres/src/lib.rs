@@ -37,8 +37,8 @@ use async_trait::async_trait;
 use quckchat_domain::call_model::Call;
 use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
-    Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob,
-    Role, Session, Timestamp, User,
+    Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob, Role, Session,
+    Timestamp, User,
 };
 use quckchat_domain::store::{Credentials, HistoryCursor, Store, StoreResult};
 use quckchat_domain::{CallId, ConversationId, MessageId, PushJobId, SessionId, UserId};
@@ -100,14 +100,8 @@ impl PostgresStore {
                 })
             });
         }
-        let pool = pool_options
-            .connect_with(options)
-            .await
-            .context("connecting to PostgreSQL")?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("applying the PostgreSQL migrations")?;
+        let pool = pool_options.connect_with(options).await.context("connecting to PostgreSQL")?;
+        MIGRATOR.run(&pool).await.context("applying the PostgreSQL migrations")?;
         tracing::debug!(schema, "PostgreSQL store ready");
         Ok(PostgresStore { pool })
     }
@@ -132,31 +126,21 @@ fn quote_identifier(name: &str) -> anyhow::Result<String> {
 
 /// Creates the schema `quoted` unless it exists, on a connection of its own.
 async fn create_schema(options: &PgConnectOptions, quoted: &str) -> anyhow::Result<()> {
-    let mut conn = PgConnection::connect_with(options)
-        .await
-        .context("connecting to PostgreSQL")?;
-    let created = conn
-        .execute(AssertSqlSafe(format!(
-            "CREATE SCHEMA IF NOT EXISTS {quoted}"
-        )))
-        .await;
+    let mut conn = PgConnection::connect_with(options).await.context("connecting to PostgreSQL")?;
+    let created = conn.execute(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))).await;
     match created {
         Ok(_) => {}
         // Two instances creating it at once: one of them meets the other's catalog row.
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {}
         Err(e) => return Err(e).with_context(|| format!("creating the schema {quoted}")),
     }
-    conn.close()
-        .await
-        .context("closing the set-up connection")?;
+    conn.close().await.context("closing the set-up connection")?;
     Ok(())
 }
 
 /// A read-only transaction on one snapshot, for reads made of several statements.
 pub(crate) async fn read_tx(pool: &PgPool) -> StoreResult<Transaction<'static, Postgres>> {
-    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await
-        .map_err(db)
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await.map_err(db)
 }
 
 #[async_trait]
@@ -215,20 +199,11 @@ impl Store for PostgresStore {
         conversations::create_conversation(&self.pool, new).await
     }
 
-    async fn single_between(
-        &self,
-        a: UserId,
-        b: UserId,
-        viewer: UserId,
-    ) -> StoreResult<Option<Conversation>> {
+    async fn single_between(&self, a: UserId, b: UserId, viewer: UserId) -> StoreResult<Option<Conversation>> {
         conversations::single_between(&self.pool, a, b, viewer).await
     }
 
-    async fn conversation(
-        &self,
-        id: ConversationId,
-        viewer: UserId,
-    ) -> StoreResult<Option<Conversation>> {
+    async fn conversation(&self, id: ConversationId, viewer: UserId) -> StoreResult<Option<Conversation>> {
         conversations::conversation(&self.pool, id, viewer).await
     }
 
@@ -262,12 +237,7 @@ impl Store for PostgresStore {
         conversations::update_conversation(&self.pool, id, name, avatar).await
     }
 
-    async fn add_members(
-        &self,
-        id: ConversationId,
-        users: &[UserId],
-        at: Timestamp,
-    ) -> StoreResult<Vec<UserId>> {
+    async fn add_members(&self, id: ConversationId, users: &[UserId], at: Timestamp) -> StoreResult<Vec<UserId>> {
         conversations::add_members(&self.pool, id, users, at).await
     }
 
@@ -296,12 +266,7 @@ impl Store for PostgresStore {
         messages::history(&self.pool, conversation, cursor, limit).await
     }
 
-    async fn edit_message(
-        &self,
-        id: MessageId,
-        content: &str,
-        at: Timestamp,
-    ) -> StoreResult<Message> {
+    async fn edit_message(&self, id: MessageId, content: &str, at: Timestamp) -> StoreResult<Message> {
         messages::edit_message(&self.pool, id, content, at).await
     }
 
@@ -319,22 +284,11 @@ impl Store for PostgresStore {
         messages::mark_read(&self.pool, conversation, user, seq, at).await
     }
 
-    async fn add_reaction(
-        &self,
-        message: MessageId,
-        user: UserId,
-        emoji: &str,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str, at: Timestamp) -> StoreResult<bool> {
         messages::add_reaction(&self.pool, message, user, emoji, at).await
     }
 
-    async fn remove_reaction(
-        &self,
-        message: MessageId,
-        user: UserId,
-        emoji: &str,
-    ) -> StoreResult<bool> {
+    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> StoreResult<bool> {
         messages::remove_reaction(&self.pool, message, user, emoji).await
     }
 
@@ -342,12 +296,7 @@ impl Store for PostgresStore {
         pushes::enqueue_pushes(&self.pool, jobs).await
     }
 
-    async fn claim_pushes(
-        &self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: u32,
-    ) -> StoreResult<Vec<PushJob>> {
+    async fn claim_pushes(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<PushJob>> {
         pushes::claim_pushes(&self.pool, now, lease_until, limit).await
     }
 
@@ -371,10 +320,7 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 }

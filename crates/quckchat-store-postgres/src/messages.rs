@@ -2,11 +2,10 @@
 
 use std::collections::HashMap;
 
-use quckchat_domain::receipts::ReceiptIndex;
 use quckchat_domain::model::{
-    Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt,
-    Timestamp,
+    Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt, Timestamp,
 };
+use quckchat_domain::receipts::ReceiptIndex;
 use quckchat_domain::store::{HistoryCursor, StoreResult};
 use quckchat_domain::{ConversationId, MessageId, StoreError, UserId};
 use sqlx::postgres::PgRow;
@@ -45,8 +44,7 @@ fn message_from_row(row: &PgRow) -> StoreResult<Message> {
         seq: get(row, "seq")?,
         kind: wire(row, "kind", MessageKind::parse)?,
         content: get(row, "content")?,
-        attachments: serde_json::from_str(attachments)
-            .map_err(|e| corrupt(format!("attachments: {e}")))?,
+        attachments: serde_json::from_str(attachments).map_err(|e| corrupt(format!("attachments: {e}")))?,
         reply_to: opt_id(row, "reply_to")?,
         client_message_id: get(row, "client_message_id")?,
         reactions: Vec::new(),
@@ -60,10 +58,7 @@ fn message_from_row(row: &PgRow) -> StoreResult<Message> {
 /// Decodes message rows and fills in their reactions and readers: one query for the
 /// reactions of all of them and one for the receipts of each conversation involved.
 async fn complete(conn: &mut PgConnection, rows: Vec<PgRow>) -> StoreResult<Vec<Message>> {
-    let mut messages = rows
-        .iter()
-        .map(message_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut messages = rows.iter().map(message_from_row).collect::<StoreResult<Vec<_>>>()?;
     if messages.is_empty() {
         return Ok(messages);
     }
@@ -81,10 +76,10 @@ async fn complete(conn: &mut PgConnection, rows: Vec<PgRow>) -> StoreResult<Vec<
     let mut reactions: HashMap<MessageId, Vec<Reaction>> = HashMap::new();
     for row in &reaction_rows {
         let message: MessageId = id(row, "message_id")?;
-        reactions.entry(message).or_default().push(Reaction {
-            emoji: get(row, "emoji")?,
-            user_id: id(row, "user_id")?,
-        });
+        reactions
+            .entry(message)
+            .or_default()
+            .push(Reaction { emoji: get(row, "emoji")?, user_id: id(row, "user_id")? });
     }
 
     let mut seq_range: HashMap<ConversationId, (i64, i64)> = HashMap::new();
@@ -94,10 +89,7 @@ async fn complete(conn: &mut PgConnection, rows: Vec<PgRow>) -> StoreResult<Vec<
     }
     let mut readers: HashMap<ConversationId, Readers> = HashMap::new();
     for (conversation, (low, high)) in seq_range {
-        readers.insert(
-            conversation,
-            Readers::load(conn, conversation, low, high).await?,
-        );
+        readers.insert(conversation, Readers::load(conn, conversation, low, high).await?);
     }
 
     for m in &mut messages {
@@ -121,12 +113,7 @@ impl Readers {
     /// Receipts with seq in `low..=high`, plus, per user, one summary of everything
     /// above `high` (the earliest time the pointer went past it), so that the rows read
     /// stay bounded by the page, not by the conversation's length.
-    async fn load(
-        conn: &mut PgConnection,
-        conversation: ConversationId,
-        low: i64,
-        high: i64,
-    ) -> StoreResult<Self> {
+    async fn load(conn: &mut PgConnection, conversation: ConversationId, low: i64, high: i64) -> StoreResult<Self> {
         let rows = sqlx::query(
             "SELECT user_id, seq, read_at FROM receipts
               WHERE conversation_id = $1 AND seq BETWEEN $2 AND $3
@@ -159,15 +146,11 @@ impl Readers {
 
 /// One message by id, whole, on the given connection.
 async fn load(conn: &mut PgConnection, message: MessageId) -> StoreResult<Option<Message>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        message_columns!(),
-        " FROM messages WHERE id = $1"
-    ))
-    .bind(message.as_uuid())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
+    let rows = sqlx::query(concat!("SELECT ", message_columns!(), " FROM messages WHERE id = $1"))
+        .bind(message.as_uuid())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
     Ok(complete(conn, rows).await?.into_iter().next())
 }
 
@@ -195,42 +178,30 @@ async fn advance_pointer(
     if moved.is_none() {
         return Ok(false);
     }
-    sqlx::query(
-        "INSERT INTO receipts (conversation_id, user_id, seq, read_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(conversation.as_uuid())
-    .bind(user.as_uuid())
-    .bind(seq)
-    .bind(ts(at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    sqlx::query("INSERT INTO receipts (conversation_id, user_id, seq, read_at) VALUES ($1, $2, $3, $4)")
+        .bind(conversation.as_uuid())
+        .bind(user.as_uuid())
+        .bind(seq)
+        .bind(ts(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
     Ok(true)
 }
 
-pub(crate) async fn append_message(
-    pool: &PgPool,
-    new: NewMessage,
-    pushes: Vec<PushJob>,
-) -> StoreResult<Appended> {
+pub(crate) async fn append_message(pool: &PgPool, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
     for _ in 0..APPEND_ATTEMPTS {
         if let Some(appended) = try_append(pool, &new, &pushes).await? {
             return Ok(appended);
         }
     }
-    Err(StoreError::Conflict(
-        "the clientMessageId kept colliding with concurrent appends".into(),
-    ))
+    Err(StoreError::Conflict("the clientMessageId kept colliding with concurrent appends".into()))
 }
 
 /// One attempt at an append: the new message, or the sender's earlier one with the same
 /// `clientMessageId`; `None` when the unique index on `(sender_id, client_message_id)`
 /// refused the insert because another append of that id committed meanwhile (start over).
-async fn try_append(
-    pool: &PgPool,
-    new: &NewMessage,
-    pushes: &[PushJob],
-) -> StoreResult<Option<Appended>> {
+async fn try_append(pool: &PgPool, new: &NewMessage, pushes: &[PushJob]) -> StoreResult<Option<Appended>> {
     let mut tx = pool.begin().await.map_err(db)?;
 
     // The increment comes first: its row lock queues every other append to this
@@ -254,18 +225,15 @@ async fn try_append(
     // committed before it started, including a duplicate appended by whoever held the
     // conversation's lock before us. Rolling back undoes the increment.
     if let Some(client_id) = &new.client_message_id {
-        let existing: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM messages WHERE sender_id = $1 AND client_message_id = $2",
-        )
-        .bind(new.sender_id.as_uuid())
-        .bind(client_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
+        let existing: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE sender_id = $1 AND client_message_id = $2")
+                .bind(new.sender_id.as_uuid())
+                .bind(client_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
         if let Some(existing) = existing {
-            let message = load(&mut tx, MessageId::from_uuid(existing))
-                .await?
-                .ok_or(StoreError::NotFound)?;
+            let message = load(&mut tx, MessageId::from_uuid(existing)).await?.ok_or(StoreError::NotFound)?;
             tx.rollback().await.map_err(db)?;
             return Ok(Some(Appended::Existing(message)));
         }
@@ -297,14 +265,7 @@ async fn try_append(
     }
 
     // Sending is reading: the sender has seen everything up to their own message.
-    advance_pointer(
-        &mut tx,
-        new.conversation_id,
-        new.sender_id,
-        seq,
-        new.created_at,
-    )
-    .await?;
+    advance_pointer(&mut tx, new.conversation_id, new.sender_id, seq, new.created_at).await?;
     insert_jobs(&mut tx, pushes).await?;
     tx.commit().await.map_err(db)?;
 
@@ -398,11 +359,7 @@ pub(crate) async fn edit_message(
     Ok(edited)
 }
 
-pub(crate) async fn delete_message(
-    pool: &PgPool,
-    message: MessageId,
-    at: Timestamp,
-) -> StoreResult<Message> {
+pub(crate) async fn delete_message(pool: &PgPool, message: MessageId, at: Timestamp) -> StoreResult<Message> {
     let mut tx = pool.begin().await.map_err(db)?;
     let done = sqlx::query(
         "UPDATE messages
@@ -437,12 +394,11 @@ pub(crate) async fn mark_read(
     let mut tx = pool.begin().await.map_err(db)?;
     // Never past the newest message: a pointer ahead of it would mark future messages
     // read. No lock is needed: a concurrent append only makes the clamp conservative.
-    let last_seq: Option<i64> =
-        sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = $1")
-            .bind(conversation.as_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
+    let last_seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = $1")
+        .bind(conversation.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
     let Some(last_seq) = last_seq else {
         return Ok(false);
     };
@@ -472,19 +428,13 @@ pub(crate) async fn add_reaction(
     Ok(done.rows_affected() == 1)
 }
 
-pub(crate) async fn remove_reaction(
-    pool: &PgPool,
-    message: MessageId,
-    user: UserId,
-    emoji: &str,
-) -> StoreResult<bool> {
-    let done =
-        sqlx::query("DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3")
-            .bind(message.as_uuid())
-            .bind(user.as_uuid())
-            .bind(emoji)
-            .execute(pool)
-            .await
-            .map_err(db)?;
+pub(crate) async fn remove_reaction(pool: &PgPool, message: MessageId, user: UserId, emoji: &str) -> StoreResult<bool> {
+    let done = sqlx::query("DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3")
+        .bind(message.as_uuid())
+        .bind(user.as_uuid())
+        .bind(emoji)
+        .execute(pool)
+        .await
+        .map_err(db)?;
     Ok(done.rows_affected() == 1)
 }

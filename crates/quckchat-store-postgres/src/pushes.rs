@@ -49,10 +49,7 @@ pub(crate) async fn insert_jobs(conn: &mut PgConnection, jobs: &[PushJob]) -> St
     let conversations = column(|j| j.conversation_id.as_uuid());
     let senders = column(|j| j.sender_id.as_uuid());
     let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    let messages: Vec<Option<Uuid>> = jobs
-        .iter()
-        .map(|j| j.message_id.map(|m| m.as_uuid()))
-        .collect();
+    let messages: Vec<Option<Uuid>> = jobs.iter().map(|j| j.message_id.map(|m| m.as_uuid())).collect();
     let call_ids: Vec<Option<&str>> = jobs.iter().map(|j| j.call_id.as_deref()).collect();
     let sender_names: Vec<&str> = jobs.iter().map(|j| j.sender_name.as_str()).collect();
     let previews: Vec<&str> = jobs.iter().map(|j| j.preview.as_str()).collect();
@@ -145,11 +142,7 @@ pub(crate) async fn claim_pushes(
     Ok(jobs.into_iter().map(|(_, job)| job).collect())
 }
 
-pub(crate) async fn push_delivered(
-    pool: &PgPool,
-    job: PushJobId,
-    at: Timestamp,
-) -> StoreResult<()> {
+pub(crate) async fn push_delivered(pool: &PgPool, job: PushJobId, at: Timestamp) -> StoreResult<()> {
     let done = sqlx::query("UPDATE push_jobs SET delivered_at = $2 WHERE id = $1")
         .bind(job.as_uuid())
         .bind(ts(at))
@@ -193,16 +186,12 @@ pub(crate) async fn push_failed(
 }
 
 pub(crate) async fn pushes_for(pool: &PgPool, user: UserId) -> StoreResult<Vec<PushJob>> {
-    sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM push_jobs WHERE user_id = $1 ORDER BY created_at, ord"
-    ))
-    .bind(user.as_uuid())
-    .fetch_all(pool)
-    .await
-    .map_err(db)?
-    .iter()
-    .map(job_from_row)
-    .collect()
+    sqlx::query(concat!("SELECT ", job_columns!(), " FROM push_jobs WHERE user_id = $1 ORDER BY created_at, ord"))
+        .bind(user.as_uuid())
+        .fetch_all(pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(job_from_row)
+        .collect()
 }

@@ -54,26 +54,20 @@ pub(crate) async fn create_user(pool: &PgPool, new: NewUser) -> StoreResult<User
             last_seen: None,
             created_at: ts(new.created_at),
         }),
-        Err(e) if violates(&e, "users_username_key") => {
-            Err(StoreError::Conflict("username is taken".into()))
-        }
+        Err(e) if violates(&e, "users_username_key") => Err(StoreError::Conflict("username is taken".into())),
         Err(e) => Err(db(e)),
     }
 }
 
 pub(crate) async fn user(pool: &PgPool, user: UserId) -> StoreResult<Option<User>> {
-    sqlx::query(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = $1"
-    ))
-    .bind(user.as_uuid())
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?
-    .as_ref()
-    .map(user_from_row)
-    .transpose()
+    sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+        .bind(user.as_uuid())
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
 }
 
 pub(crate) async fn users(pool: &PgPool, ids: &[UserId]) -> StoreResult<Vec<User>> {
@@ -81,44 +75,27 @@ pub(crate) async fn users(pool: &PgPool, ids: &[UserId]) -> StoreResult<Vec<User
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = ids.iter().map(UserId::as_uuid).collect();
-    sqlx::query(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = ANY($1)"
-    ))
-    .bind(ids)
-    .fetch_all(pool)
-    .await
-    .map_err(db)?
-    .iter()
-    .map(user_from_row)
-    .collect()
+    sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = ANY($1)"))
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(user_from_row)
+        .collect()
 }
 
 pub(crate) async fn credentials(pool: &PgPool, username: &str) -> StoreResult<Option<Credentials>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        user_columns!(),
-        ", password_hash FROM users WHERE username_key = $1"
-    ))
-    .bind(fold(username))
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?;
-    row.map(|row| {
-        Ok(Credentials {
-            user: user_from_row(&row)?,
-            password_hash: get(&row, "password_hash")?,
-        })
-    })
-    .transpose()
+    let row = sqlx::query(concat!("SELECT ", user_columns!(), ", password_hash FROM users WHERE username_key = $1"))
+        .bind(fold(username))
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
+    row.map(|row| Ok(Credentials { user: user_from_row(&row)?, password_hash: get(&row, "password_hash")? }))
+        .transpose()
 }
 
-pub(crate) async fn update_profile(
-    pool: &PgPool,
-    user: UserId,
-    patch: ProfilePatch,
-) -> StoreResult<User> {
+pub(crate) async fn update_profile(pool: &PgPool, user: UserId, patch: ProfilePatch) -> StoreResult<User> {
     let folded = patch.display_name.as_deref().map(fold);
     let row = sqlx::query(concat!(
         "UPDATE users SET
@@ -243,17 +220,12 @@ pub(crate) async fn rotate_refresh_token(
     Ok(done.rows_affected() == 1)
 }
 
-pub(crate) async fn revoke_session(
-    pool: &PgPool,
-    session: SessionId,
-    at: Timestamp,
-) -> StoreResult<bool> {
-    let done =
-        sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-            .bind(session.as_uuid())
-            .bind(ts(at))
-            .execute(pool)
-            .await
-            .map_err(db)?;
+pub(crate) async fn revoke_session(pool: &PgPool, session: SessionId, at: Timestamp) -> StoreResult<bool> {
+    let done = sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+        .bind(session.as_uuid())
+        .bind(ts(at))
+        .execute(pool)
+        .await
+        .map_err(db)?;
     Ok(done.rows_affected() == 1)
 }

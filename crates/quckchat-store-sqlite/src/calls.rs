@@ -40,8 +40,7 @@ fn call_from_row(row: &SqliteRow) -> StoreResult<Call> {
         conversation_id: id(row.try_get("conversation_id").map_err(db)?)?,
         initiator_id: id(row.try_get("initiator_id").map_err(db)?)?,
         kind: CallKind::parse(&kind).ok_or_else(|| corrupt(format!("call kind {kind:?}")))?,
-        status: CallStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("call status {status:?}")))?,
+        status: CallStatus::parse(&status).ok_or_else(|| corrupt(format!("call status {status:?}")))?,
         participants: Vec::new(),
         created_at: time(row.try_get("created_at").map_err(db)?)?,
         started_at: opt_time(row.try_get("started_at").map_err(db)?)?,
@@ -53,10 +52,7 @@ fn call_from_row(row: &SqliteRow) -> StoreResult<Call> {
 
 /// Decodes call rows and fills in their participants, in order, with one query.
 async fn complete(conn: &mut SqliteConnection, rows: Vec<SqliteRow>) -> StoreResult<Vec<Call>> {
-    let mut calls = rows
-        .iter()
-        .map(call_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut calls = rows.iter().map(call_from_row).collect::<StoreResult<Vec<_>>>()?;
     if calls.is_empty() {
         return Ok(calls);
     }
@@ -138,25 +134,17 @@ pub(crate) async fn create_call(pool: &SqlitePool, call: &Call) -> StoreResult<(
 pub(crate) async fn call(pool: &SqlitePool, call: CallId) -> StoreResult<Option<Call>> {
     // A read transaction: the call and its participants from one snapshot.
     let mut tx = pool.begin().await.map_err(db)?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        call_columns!(),
-        " FROM calls c WHERE c.id = ?1"
-    ))
-    .bind(call.to_string())
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
+    let rows = sqlx::query(concat!("SELECT ", call_columns!(), " FROM calls c WHERE c.id = ?1"))
+        .bind(call.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
     let found = complete(&mut tx, rows).await?;
     tx.commit().await.map_err(db)?;
     Ok(found.into_iter().next())
 }
 
-pub(crate) async fn save_call(
-    pool: &SqlitePool,
-    call: &Call,
-    expected_version: i64,
-) -> StoreResult<bool> {
+pub(crate) async fn save_call(pool: &SqlitePool, call: &Call, expected_version: i64) -> StoreResult<bool> {
     // The version check and the rewrite under one write lock: of several saves from the
     // same version, exactly one matches. What a call is (its conversation, initiator,
     // kind and creation time) never changes, so only its state is written. An unknown

@@ -33,9 +33,7 @@ pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            StoreError::Conflict(d.message().to_string())
-        }
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(d.message().to_string()),
         sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::NotFound,
         _ => StoreError::backend(e),
     }
@@ -48,8 +46,7 @@ pub(crate) fn ms(at: Timestamp) -> i64 {
 
 /// A stored timestamp.
 pub(crate) fn time(ms: i64) -> StoreResult<Timestamp> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| corrupt(format!("timestamp {ms} out of range")))
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt(format!("timestamp {ms} out of range")))
 }
 
 /// An optional stored timestamp.

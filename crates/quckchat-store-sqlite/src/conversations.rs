@@ -2,9 +2,7 @@
 
 use std::collections::HashMap;
 
-use quckchat_domain::model::{
-    Conversation, ConversationKind, NewConversation, Participant, Role, Timestamp,
-};
+use quckchat_domain::model::{Conversation, ConversationKind, NewConversation, Participant, Role, Timestamp};
 use quckchat_domain::store::StoreResult;
 use quckchat_domain::{ConversationId, StoreError, UserId};
 use sqlx::sqlite::SqliteRow;
@@ -40,8 +38,7 @@ fn conversation_from_row(row: &SqliteRow) -> StoreResult<Conversation> {
     let kind: String = row.try_get("kind").map_err(db)?;
     Ok(Conversation {
         id: id(row.try_get("id").map_err(db)?)?,
-        kind: ConversationKind::parse(&kind)
-            .ok_or_else(|| corrupt(format!("conversation kind {kind:?}")))?,
+        kind: ConversationKind::parse(&kind).ok_or_else(|| corrupt(format!("conversation kind {kind:?}")))?,
         name: row.try_get("name").map_err(db)?,
         avatar: row.try_get("avatar").map_err(db)?,
         participants: Vec::new(),
@@ -54,14 +51,8 @@ fn conversation_from_row(row: &SqliteRow) -> StoreResult<Conversation> {
 }
 
 /// Decodes conversation rows and fills in every participant list with one query.
-async fn with_participants(
-    conn: &mut SqliteConnection,
-    rows: Vec<SqliteRow>,
-) -> StoreResult<Vec<Conversation>> {
-    let mut conversations = rows
-        .iter()
-        .map(conversation_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+async fn with_participants(conn: &mut SqliteConnection, rows: Vec<SqliteRow>) -> StoreResult<Vec<Conversation>> {
+    let mut conversations = rows.iter().map(conversation_from_row).collect::<StoreResult<Vec<_>>>()?;
     if conversations.is_empty() {
         return Ok(conversations);
     }
@@ -80,15 +71,12 @@ async fn with_participants(
     for row in &participant_rows {
         let conversation: ConversationId = id(row.try_get("conversation_id").map_err(db)?)?;
         let role_name: String = row.try_get("role").map_err(db)?;
-        by_conversation
-            .entry(conversation)
-            .or_default()
-            .push(Participant {
-                user_id: id(row.try_get("user_id").map_err(db)?)?,
-                role: role(&role_name)?,
-                joined_at: time(row.try_get("joined_at").map_err(db)?)?,
-                last_read_seq: row.try_get("last_read_seq").map_err(db)?,
-            });
+        by_conversation.entry(conversation).or_default().push(Participant {
+            user_id: id(row.try_get("user_id").map_err(db)?)?,
+            role: role(&role_name)?,
+            joined_at: time(row.try_get("joined_at").map_err(db)?)?,
+            last_read_seq: row.try_get("last_read_seq").map_err(db)?,
+        });
     }
     for conversation in &mut conversations {
         conversation.participants = by_conversation.remove(&conversation.id).unwrap_or_default();
@@ -96,16 +84,11 @@ async fn with_participants(
     Ok(conversations)
 }
 
-pub(crate) async fn create_conversation(
-    pool: &SqlitePool,
-    new: NewConversation,
-) -> StoreResult<()> {
+pub(crate) async fn create_conversation(pool: &SqlitePool, new: NewConversation) -> StoreResult<()> {
     let key = match (new.kind, new.participants.as_slice()) {
         (ConversationKind::Single, [(a, _), (b, _)]) => Some(single_key(*a, *b)),
         (ConversationKind::Single, _) => {
-            return Err(StoreError::Conflict(
-                "a single conversation has exactly two participants".into(),
-            ));
+            return Err(StoreError::Conflict("a single conversation has exactly two participants".into()));
         }
         (ConversationKind::Group, _) => None,
     };
@@ -127,23 +110,19 @@ pub(crate) async fn create_conversation(
     match inserted {
         Ok(_) => {}
         Err(StoreError::Conflict(why)) if why.contains("single_key") => {
-            return Err(StoreError::Conflict(
-                "these two users already have a single conversation".into(),
-            ));
+            return Err(StoreError::Conflict("these two users already have a single conversation".into()));
         }
         Err(e) => return Err(e),
     }
     for (user, role) in &new.participants {
-        sqlx::query(
-            "INSERT INTO participants (conversation_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(new.id.to_string())
-        .bind(user.to_string())
-        .bind(role.as_str())
-        .bind(ms(new.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        sqlx::query("INSERT INTO participants (conversation_id, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4)")
+            .bind(new.id.to_string())
+            .bind(user.to_string())
+            .bind(role.as_str())
+            .bind(ms(new.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
     }
     tx.commit().await.map_err(db)
 }
@@ -155,16 +134,13 @@ pub(crate) async fn single_between(
     viewer: UserId,
 ) -> StoreResult<Option<Conversation>> {
     let mut tx = pool.begin().await.map_err(db)?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        conversation_columns!(),
-        " FROM conversations c WHERE c.single_key = ?2"
-    ))
-    .bind(viewer.to_string())
-    .bind(single_key(a, b))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
+    let rows =
+        sqlx::query(concat!("SELECT ", conversation_columns!(), " FROM conversations c WHERE c.single_key = ?2"))
+            .bind(viewer.to_string())
+            .bind(single_key(a, b))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
     let found = with_participants(&mut tx, rows).await?;
     tx.commit().await.map_err(db)?;
     Ok(found.into_iter().next())
@@ -176,16 +152,12 @@ pub(crate) async fn conversation(
     viewer: UserId,
 ) -> StoreResult<Option<Conversation>> {
     let mut tx = pool.begin().await.map_err(db)?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        conversation_columns!(),
-        " FROM conversations c WHERE c.id = ?2"
-    ))
-    .bind(viewer.to_string())
-    .bind(conversation.to_string())
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
+    let rows = sqlx::query(concat!("SELECT ", conversation_columns!(), " FROM conversations c WHERE c.id = ?2"))
+        .bind(viewer.to_string())
+        .bind(conversation.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
     let found = with_participants(&mut tx, rows).await?;
     tx.commit().await.map_err(db)?;
     Ok(found.into_iter().next())
@@ -223,27 +195,22 @@ pub(crate) async fn member_role(
     conversation: ConversationId,
     user: UserId,
 ) -> StoreResult<Option<Role>> {
-    let name: Option<String> = sqlx::query_scalar(
-        "SELECT role FROM participants WHERE conversation_id = ?1 AND user_id = ?2",
-    )
-    .bind(conversation.to_string())
-    .bind(user.to_string())
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?;
+    let name: Option<String> =
+        sqlx::query_scalar("SELECT role FROM participants WHERE conversation_id = ?1 AND user_id = ?2")
+            .bind(conversation.to_string())
+            .bind(user.to_string())
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?;
     name.as_deref().map(role).transpose()
 }
 
-pub(crate) async fn conversation_ids_of(
-    pool: &SqlitePool,
-    user: UserId,
-) -> StoreResult<Vec<ConversationId>> {
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT conversation_id FROM participants WHERE user_id = ?1")
-            .bind(user.to_string())
-            .fetch_all(pool)
-            .await
-            .map_err(db)?;
+pub(crate) async fn conversation_ids_of(pool: &SqlitePool, user: UserId) -> StoreResult<Vec<ConversationId>> {
+    let ids: Vec<String> = sqlx::query_scalar("SELECT conversation_id FROM participants WHERE user_id = ?1")
+        .bind(user.to_string())
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
     ids.iter().map(|s| id(s)).collect()
 }
 
@@ -267,15 +234,14 @@ pub(crate) async fn update_conversation(
     name: Option<String>,
     avatar: Option<String>,
 ) -> StoreResult<()> {
-    let done = sqlx::query(
-        "UPDATE conversations SET name = COALESCE(?2, name), avatar = COALESCE(?3, avatar) WHERE id = ?1",
-    )
-    .bind(conversation.to_string())
-    .bind(name)
-    .bind(avatar)
-    .execute(pool)
-    .await
-    .map_err(db)?;
+    let done =
+        sqlx::query("UPDATE conversations SET name = COALESCE(?2, name), avatar = COALESCE(?3, avatar) WHERE id = ?1")
+            .bind(conversation.to_string())
+            .bind(name)
+            .bind(avatar)
+            .execute(pool)
+            .await
+            .map_err(db)?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
@@ -317,11 +283,7 @@ pub(crate) async fn add_members(
     Ok(added)
 }
 
-pub(crate) async fn remove_member(
-    pool: &SqlitePool,
-    conversation: ConversationId,
-    user: UserId,
-) -> StoreResult<bool> {
+pub(crate) async fn remove_member(pool: &SqlitePool, conversation: ConversationId, user: UserId) -> StoreResult<bool> {
     let done = sqlx::query("DELETE FROM participants WHERE conversation_id = ?1 AND user_id = ?2")
         .bind(conversation.to_string())
         .bind(user.to_string())
@@ -331,19 +293,13 @@ pub(crate) async fn remove_member(
     Ok(done.rows_affected() == 1)
 }
 
-pub(crate) async fn promote_to_admin(
-    pool: &SqlitePool,
-    conversation: ConversationId,
-    user: UserId,
-) -> StoreResult<()> {
-    let done = sqlx::query(
-        "UPDATE participants SET role = 'admin' WHERE conversation_id = ?1 AND user_id = ?2",
-    )
-    .bind(conversation.to_string())
-    .bind(user.to_string())
-    .execute(pool)
-    .await
-    .map_err(db)?;
+pub(crate) async fn promote_to_admin(pool: &SqlitePool, conversation: ConversationId, user: UserId) -> StoreResult<()> {
+    let done = sqlx::query("UPDATE participants SET role = 'admin' WHERE conversation_id = ?1 AND user_id = ?2")
+        .bind(conversation.to_string())
+        .bind(user.to_string())
+        .execute(pool)
+        .await
+        .map_err(db)?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }

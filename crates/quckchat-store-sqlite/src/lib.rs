@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use quckchat_domain::call_model::Call;
 use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
-    Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob,
-    Role, Session, Timestamp, User,
+    Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob, Role, Session,
+    Timestamp, User,
 };
 use quckchat_domain::store::{Credentials, HistoryCursor, Store, StoreResult};
 use quckchat_domain::{CallId, ConversationId, MessageId, PushJobId, SessionId, UserId};
@@ -73,9 +73,7 @@ impl SqliteStore {
                 .await
                 .context("opening the in-memory SQLite database")?
         } else {
-            let options = options
-                .create_if_missing(true)
-                .synchronous(SqliteSynchronous::Normal);
+            let options = options.create_if_missing(true).synchronous(SqliteSynchronous::Normal);
             let path = options.get_filename().to_path_buf();
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
@@ -84,15 +82,10 @@ impl SqliteStore {
             // Switch to WAL once, on a lone connection: the switch needs an exclusive lock
             // that the busy timeout does not wait for, so pooled connections opening
             // together could fail on it. The mode is stored in the file and stays.
-            let first = SqliteConnection::connect_with(
-                &options.clone().journal_mode(SqliteJournalMode::Wal),
-            )
-            .await
-            .with_context(|| format!("opening {}", path.display()))?;
-            first
-                .close()
+            let first = SqliteConnection::connect_with(&options.clone().journal_mode(SqliteJournalMode::Wal))
                 .await
-                .context("closing the set-up connection")?;
+                .with_context(|| format!("opening {}", path.display()))?;
+            first.close().await.context("closing the set-up connection")?;
             SqlitePoolOptions::new()
                 .max_connections(POOL_SIZE)
                 .connect_with(options)
@@ -100,10 +93,7 @@ impl SqliteStore {
                 .with_context(|| format!("opening {}", path.display()))?
         };
 
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("applying the SQLite migrations")?;
+        MIGRATOR.run(&pool).await.context("applying the SQLite migrations")?;
         tracing::debug!(url, "SQLite store ready");
         Ok(SqliteStore { pool })
     }
@@ -118,9 +108,7 @@ impl SqliteStore {
 /// Whether `url` names an in-memory database (`sqlite::memory:`, `sqlite://:memory:`,
 /// or `mode=memory`).
 fn is_in_memory(url: &str) -> bool {
-    let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
     database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
 }
@@ -181,20 +169,11 @@ impl Store for SqliteStore {
         conversations::create_conversation(&self.pool, new).await
     }
 
-    async fn single_between(
-        &self,
-        a: UserId,
-        b: UserId,
-        viewer: UserId,
-    ) -> StoreResult<Option<Conversation>> {
+    async fn single_between(&self, a: UserId, b: UserId, viewer: UserId) -> StoreResult<Option<Conversation>> {
         conversations::single_between(&self.pool, a, b, viewer).await
     }
 
-    async fn conversation(
-        &self,
-        id: ConversationId,
-        viewer: UserId,
-    ) -> StoreResult<Option<Conversation>> {
+    async fn conversation(&self, id: ConversationId, viewer: UserId) -> StoreResult<Option<Conversation>> {
         conversations::conversation(&self.pool, id, viewer).await
     }
 
@@ -228,12 +207,7 @@ impl Store for SqliteStore {
         conversations::update_conversation(&self.pool, id, name, avatar).await
     }
 
-    async fn add_members(
-        &self,
-        id: ConversationId,
-        users: &[UserId],
-        at: Timestamp,
-    ) -> StoreResult<Vec<UserId>> {
+    async fn add_members(&self, id: ConversationId, users: &[UserId], at: Timestamp) -> StoreResult<Vec<UserId>> {
         conversations::add_members(&self.pool, id, users, at).await
     }
 
@@ -262,12 +236,7 @@ impl Store for SqliteStore {
         messages::history(&self.pool, conversation, cursor, limit).await
     }
 
-    async fn edit_message(
-        &self,
-        id: MessageId,
-        content: &str,
-        at: Timestamp,
-    ) -> StoreResult<Message> {
+    async fn edit_message(&self, id: MessageId, content: &str, at: Timestamp) -> StoreResult<Message> {
         messages::edit_message(&self.pool, id, content, at).await
     }
 
@@ -285,22 +254,11 @@ impl Store for SqliteStore {
         messages::mark_read(&self.pool, conversation, user, seq, at).await
     }
 
-    async fn add_reaction(
-        &self,
-        message: MessageId,
-        user: UserId,
-        emoji: &str,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str, at: Timestamp) -> StoreResult<bool> {
         messages::add_reaction(&self.pool, message, user, emoji, at).await
     }
 
-    async fn remove_reaction(
-        &self,
-        message: MessageId,
-        user: UserId,
-        emoji: &str,
-    ) -> StoreResult<bool> {
+    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> StoreResult<bool> {
         messages::remove_reaction(&self.pool, message, user, emoji).await
     }
 
@@ -308,12 +266,7 @@ impl Store for SqliteStore {
         pushes::enqueue_pushes(&self.pool, jobs).await
     }
 
-    async fn claim_pushes(
-        &self,
-        now: Timestamp,
-        lease_until: Timestamp,
-        limit: u32,
-    ) -> StoreResult<Vec<PushJob>> {
+    async fn claim_pushes(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<PushJob>> {
         pushes::claim_pushes(&self.pool, now, lease_until, limit).await
     }
 
@@ -337,10 +290,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 }

@@ -2,11 +2,10 @@
 
 use std::collections::HashMap;
 
-use quckchat_domain::receipts::ReceiptIndex;
 use quckchat_domain::model::{
-    Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt,
-    Timestamp,
+    Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt, Timestamp,
 };
+use quckchat_domain::receipts::ReceiptIndex;
 use quckchat_domain::store::{HistoryCursor, StoreResult};
 use quckchat_domain::{ConversationId, MessageId, StoreError, UserId};
 use sqlx::sqlite::SqliteRow;
@@ -37,8 +36,7 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
         seq: row.try_get("seq").map_err(db)?,
         kind: MessageKind::parse(&kind).ok_or_else(|| corrupt(format!("message kind {kind:?}")))?,
         content: row.try_get("content").map_err(db)?,
-        attachments: serde_json::from_str(&attachments)
-            .map_err(|e| corrupt(format!("attachments: {e}")))?,
+        attachments: serde_json::from_str(&attachments).map_err(|e| corrupt(format!("attachments: {e}")))?,
         reply_to: opt_id(row.try_get::<Option<&str>, _>("reply_to").map_err(db)?)?,
         client_message_id: row.try_get("client_message_id").map_err(db)?,
         reactions: Vec::new(),
@@ -52,10 +50,7 @@ fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
 /// Decodes message rows and fills in their reactions and readers: one query for the
 /// reactions of all of them and one for the receipts of each conversation involved.
 async fn complete(conn: &mut SqliteConnection, rows: Vec<SqliteRow>) -> StoreResult<Vec<Message>> {
-    let mut messages = rows
-        .iter()
-        .map(message_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut messages = rows.iter().map(message_from_row).collect::<StoreResult<Vec<_>>>()?;
     if messages.is_empty() {
         return Ok(messages);
     }
@@ -85,10 +80,7 @@ async fn complete(conn: &mut SqliteConnection, rows: Vec<SqliteRow>) -> StoreRes
     }
     let mut readers: HashMap<ConversationId, Readers> = HashMap::new();
     for (conversation, (low, high)) in seq_range {
-        readers.insert(
-            conversation,
-            Readers::load(conn, conversation, low, high).await?,
-        );
+        readers.insert(conversation, Readers::load(conn, conversation, low, high).await?);
     }
 
     for m in &mut messages {
@@ -112,12 +104,7 @@ impl Readers {
     /// Receipts with seq in `low..=high`, plus, per user, one summary of everything
     /// above `high` (the earliest time the pointer went past it), so that the rows read
     /// stay bounded by the page, not by the conversation's length.
-    async fn load(
-        conn: &mut SqliteConnection,
-        conversation: ConversationId,
-        low: i64,
-        high: i64,
-    ) -> StoreResult<Self> {
+    async fn load(conn: &mut SqliteConnection, conversation: ConversationId, low: i64, high: i64) -> StoreResult<Self> {
         let rows = sqlx::query(
             "SELECT user_id, seq, read_at FROM receipts
               WHERE conversation_id = ?1 AND seq BETWEEN ?2 AND ?3
@@ -150,15 +137,11 @@ impl Readers {
 
 /// One message by id, whole, on the given connection.
 async fn load(conn: &mut SqliteConnection, message: MessageId) -> StoreResult<Option<Message>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        message_columns!(),
-        " FROM messages WHERE id = ?1"
-    ))
-    .bind(message.to_string())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
+    let rows = sqlx::query(concat!("SELECT ", message_columns!(), " FROM messages WHERE id = ?1"))
+        .bind(message.to_string())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
     Ok(complete(conn, rows).await?.into_iter().next())
 }
 
@@ -185,42 +168,33 @@ async fn advance_pointer(
     if moved.is_none() {
         return Ok(false);
     }
-    sqlx::query(
-        "INSERT INTO receipts (conversation_id, user_id, seq, read_at) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .bind(conversation.to_string())
-    .bind(user.to_string())
-    .bind(seq)
-    .bind(ms(at))
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    sqlx::query("INSERT INTO receipts (conversation_id, user_id, seq, read_at) VALUES (?1, ?2, ?3, ?4)")
+        .bind(conversation.to_string())
+        .bind(user.to_string())
+        .bind(seq)
+        .bind(ms(at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
     Ok(true)
 }
 
-pub(crate) async fn append_message(
-    pool: &SqlitePool,
-    new: NewMessage,
-    pushes: Vec<PushJob>,
-) -> StoreResult<Appended> {
+pub(crate) async fn append_message(pool: &SqlitePool, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
     // IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so the
     // duplicate check, the seq increment and the inserts see no other writer: seqs are
     // gap-free and a clientMessageId is stored once, however many appends race.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
 
     if let Some(client_id) = &new.client_message_id {
-        let existing: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM messages WHERE sender_id = ?1 AND client_message_id = ?2",
-        )
-        .bind(new.sender_id.to_string())
-        .bind(client_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM messages WHERE sender_id = ?1 AND client_message_id = ?2")
+                .bind(new.sender_id.to_string())
+                .bind(client_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
         if let Some(existing) = existing {
-            let message = load(&mut tx, id(&existing)?)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+            let message = load(&mut tx, id(&existing)?).await?.ok_or(StoreError::NotFound)?;
             tx.rollback().await.map_err(db)?;
             return Ok(Appended::Existing(message));
         }
@@ -259,14 +233,7 @@ pub(crate) async fn append_message(
     .map_err(db)?;
 
     // Sending is reading: the sender has seen everything up to their own message.
-    advance_pointer(
-        &mut tx,
-        new.conversation_id,
-        new.sender_id,
-        seq,
-        new.created_at,
-    )
-    .await?;
+    advance_pointer(&mut tx, new.conversation_id, new.sender_id, seq, new.created_at).await?;
     insert_jobs(&mut tx, &pushes).await?;
     tx.commit().await.map_err(db)?;
 
@@ -360,11 +327,7 @@ pub(crate) async fn edit_message(
     Ok(edited)
 }
 
-pub(crate) async fn delete_message(
-    pool: &SqlitePool,
-    message: MessageId,
-    at: Timestamp,
-) -> StoreResult<Message> {
+pub(crate) async fn delete_message(pool: &SqlitePool, message: MessageId, at: Timestamp) -> StoreResult<Message> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     let done = sqlx::query(
         "UPDATE messages SET content = '', attachments = '[]', deleted_at = COALESCE(deleted_at, ?2) WHERE id = ?1",
@@ -396,12 +359,11 @@ pub(crate) async fn mark_read(
 ) -> StoreResult<bool> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     // Never past the newest message: a pointer ahead of it would mark future messages read.
-    let last_seq: Option<i64> =
-        sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?1")
-            .bind(conversation.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
+    let last_seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?1")
+        .bind(conversation.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
     let Some(last_seq) = last_seq else {
         return Ok(false);
     };
@@ -437,13 +399,12 @@ pub(crate) async fn remove_reaction(
     user: UserId,
     emoji: &str,
 ) -> StoreResult<bool> {
-    let done =
-        sqlx::query("DELETE FROM reactions WHERE message_id = ?1 AND user_id = ?2 AND emoji = ?3")
-            .bind(message.to_string())
-            .bind(user.to_string())
-            .bind(emoji)
-            .execute(pool)
-            .await
-            .map_err(db)?;
+    let done = sqlx::query("DELETE FROM reactions WHERE message_id = ?1 AND user_id = ?2 AND emoji = ?3")
+        .bind(message.to_string())
+        .bind(user.to_string())
+        .bind(emoji)
+        .execute(pool)
+        .await
+        .map_err(db)?;
     Ok(done.rows_affected() == 1)
 }

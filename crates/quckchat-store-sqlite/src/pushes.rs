@@ -97,21 +97,16 @@ pub(crate) async fn claim_pushes(
     .fetch_all(&mut *tx)
     .await
     .map_err(db)?;
-    let mut jobs = rows
-        .iter()
-        .map(job_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
     if jobs.is_empty() {
         return Ok(jobs);
     }
-    sqlx::query(
-        "UPDATE push_jobs SET next_attempt_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
-    )
-    .bind(ms(lease_until))
-    .bind(id_list(jobs.iter().map(|j| j.id)))
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
+    sqlx::query("UPDATE push_jobs SET next_attempt_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))")
+        .bind(ms(lease_until))
+        .bind(id_list(jobs.iter().map(|j| j.id)))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
     tx.commit().await.map_err(db)?;
     for job in &mut jobs {
         job.next_attempt_at = lease_until;
@@ -119,11 +114,7 @@ pub(crate) async fn claim_pushes(
     Ok(jobs)
 }
 
-pub(crate) async fn push_delivered(
-    pool: &SqlitePool,
-    job: PushJobId,
-    at: Timestamp,
-) -> StoreResult<()> {
+pub(crate) async fn push_delivered(pool: &SqlitePool, job: PushJobId, at: Timestamp) -> StoreResult<()> {
     let done = sqlx::query("UPDATE push_jobs SET delivered_at = ?2 WHERE id = ?1")
         .bind(job.to_string())
         .bind(ms(at))
@@ -167,16 +158,12 @@ pub(crate) async fn push_failed(
 }
 
 pub(crate) async fn pushes_for(pool: &SqlitePool, user: UserId) -> StoreResult<Vec<PushJob>> {
-    sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM push_jobs WHERE user_id = ?1 ORDER BY created_at, rowid"
-    ))
-    .bind(user.to_string())
-    .fetch_all(pool)
-    .await
-    .map_err(db)?
-    .iter()
-    .map(job_from_row)
-    .collect()
+    sqlx::query(concat!("SELECT ", job_columns!(), " FROM push_jobs WHERE user_id = ?1 ORDER BY created_at, rowid"))
+        .bind(user.to_string())
+        .fetch_all(pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(job_from_row)
+        .collect()
 }

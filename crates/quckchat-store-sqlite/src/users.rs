@@ -61,65 +61,43 @@ pub(crate) async fn create_user(pool: &SqlitePool, new: NewUser) -> StoreResult<
 }
 
 pub(crate) async fn user(pool: &SqlitePool, user: UserId) -> StoreResult<Option<User>> {
-    sqlx::query(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = ?1"
-    ))
-    .bind(user.to_string())
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?
-    .as_ref()
-    .map(user_from_row)
-    .transpose()
+    sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id = ?1"))
+        .bind(user.to_string())
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
 }
 
 pub(crate) async fn users(pool: &SqlitePool, ids: &[UserId]) -> StoreResult<Vec<User>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id IN (SELECT value FROM json_each(?1))"
-    ))
-    .bind(id_list(ids))
-    .fetch_all(pool)
-    .await
-    .map_err(db)?
-    .iter()
-    .map(user_from_row)
-    .collect()
+    sqlx::query(concat!("SELECT ", user_columns!(), " FROM users WHERE id IN (SELECT value FROM json_each(?1))"))
+        .bind(id_list(ids))
+        .fetch_all(pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(user_from_row)
+        .collect()
 }
 
-pub(crate) async fn credentials(
-    pool: &SqlitePool,
-    username: &str,
-) -> StoreResult<Option<Credentials>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        user_columns!(),
-        ", password_hash FROM users WHERE username_key = ?1"
-    ))
-    .bind(fold(username))
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?;
+pub(crate) async fn credentials(pool: &SqlitePool, username: &str) -> StoreResult<Option<Credentials>> {
+    let row = sqlx::query(concat!("SELECT ", user_columns!(), ", password_hash FROM users WHERE username_key = ?1"))
+        .bind(fold(username))
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
     row.map(|row| {
-        Ok(Credentials {
-            user: user_from_row(&row)?,
-            password_hash: row.try_get("password_hash").map_err(db)?,
-        })
+        Ok(Credentials { user: user_from_row(&row)?, password_hash: row.try_get("password_hash").map_err(db)? })
     })
     .transpose()
 }
 
-pub(crate) async fn update_profile(
-    pool: &SqlitePool,
-    user: UserId,
-    patch: ProfilePatch,
-) -> StoreResult<User> {
+pub(crate) async fn update_profile(pool: &SqlitePool, user: UserId, patch: ProfilePatch) -> StoreResult<User> {
     let folded = patch.display_name.as_deref().map(fold);
     let row = sqlx::query(concat!(
         "UPDATE users SET
@@ -143,11 +121,7 @@ pub(crate) async fn update_profile(
     user_from_row(&row)
 }
 
-pub(crate) async fn search_users(
-    pool: &SqlitePool,
-    query: &str,
-    limit: u32,
-) -> StoreResult<Vec<User>> {
+pub(crate) async fn search_users(pool: &SqlitePool, query: &str, limit: u32) -> StoreResult<Vec<User>> {
     // `instr` rather than LIKE: `%` and `_` in the query are plain characters.
     sqlx::query(concat!(
         "SELECT ",
@@ -167,11 +141,7 @@ pub(crate) async fn search_users(
     .collect()
 }
 
-pub(crate) async fn set_last_seen(
-    pool: &SqlitePool,
-    user: UserId,
-    at: Timestamp,
-) -> StoreResult<()> {
+pub(crate) async fn set_last_seen(pool: &SqlitePool, user: UserId, at: Timestamp) -> StoreResult<()> {
     let done = sqlx::query("UPDATE users SET last_seen = ?2 WHERE id = ?1")
         .bind(user.to_string())
         .bind(ms(at))
@@ -249,17 +219,12 @@ pub(crate) async fn rotate_refresh_token(
     Ok(done.rows_affected() == 1)
 }
 
-pub(crate) async fn revoke_session(
-    pool: &SqlitePool,
-    session: SessionId,
-    at: Timestamp,
-) -> StoreResult<bool> {
-    let done =
-        sqlx::query("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
-            .bind(session.to_string())
-            .bind(ms(at))
-            .execute(pool)
-            .await
-            .map_err(db)?;
+pub(crate) async fn revoke_session(pool: &SqlitePool, session: SessionId, at: Timestamp) -> StoreResult<bool> {
+    let done = sqlx::query("UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")
+        .bind(session.to_string())
+        .bind(ms(at))
+        .execute(pool)
+        .await
+        .map_err(db)?;
     Ok(done.rows_affected() == 1)
 }

@@ -27,11 +27,7 @@ pub async fn create_and_fetch(store: DynStore) {
     place(&store, ringing.clone()).await;
     let back = fetch_call(&store, ringing.id).await;
     assert_eq!(back, ringing);
-    assert_eq!(
-        back.member_ids(),
-        vec![c.id, b.id, a.id],
-        "participants keep the order they were stored in"
-    );
+    assert_eq!(back.member_ids(), vec![c.id, b.id, a.id], "participants keep the order they were stored in");
     assert_eq!(back.version, 0);
     assert_eq!(back.participants[0].device, ringing.participants[0].device);
     assert_eq!(back.participants[1].device, None);
@@ -70,12 +66,7 @@ pub async fn create_and_fetch(store: DynStore) {
     let back = fetch_call(&store, over.id).await;
     assert_eq!(back, over);
     assert_eq!(
-        (
-            back.started_at,
-            back.ended_at,
-            back.duration_sec,
-            back.version
-        ),
+        (back.started_at, back.ended_at, back.duration_sec, back.version),
         (Some(t(2_507)), Some(t(65_509)), Some(63), 7)
     );
     assert_eq!(back.participants[2].left_at, Some(t(32_003)));
@@ -102,11 +93,7 @@ pub async fn save_with_current_version(store: DynStore) {
     let c = user(&store, "carol").await;
     let d = user(&store, "dave").await;
     let conv = group(&store, a.id, &[b.id, c.id, d.id], t(0)).await;
-    let call = place(
-        &store,
-        new_call(conv, a.id, &[b.id, c.id], CallKind::Video, t(10)),
-    )
-    .await;
+    let call = place(&store, new_call(conv, a.id, &[b.id, c.id], CallKind::Video, t(10))).await;
 
     // Bob answers: the call becomes active.
     let mut answered = call.clone();
@@ -165,11 +152,7 @@ pub async fn save_with_stale_version_changes_nothing(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
     let conv = group(&store, a.id, &[b.id], t(0)).await;
-    let call = place(
-        &store,
-        new_call(conv, a.id, &[b.id], CallKind::Audio, t(10)),
-    )
-    .await;
+    let call = place(&store, new_call(conv, a.id, &[b.id], CallKind::Audio, t(10))).await;
 
     let mut first = call.clone();
     first.status = CallStatus::Cancelled;
@@ -208,11 +191,7 @@ pub async fn concurrent_saves_one_wins(store: DynStore) {
     let b = user(&store, "bob").await;
     let c = user(&store, "carol").await;
     let conv = group(&store, a.id, &[b.id, c.id], t(0)).await;
-    let call = place(
-        &store,
-        new_call(conv, a.id, &[b.id, c.id], CallKind::Video, t(10)),
-    )
-    .await;
+    let call = place(&store, new_call(conv, a.id, &[b.id, c.id], CallKind::Video, t(10))).await;
 
     let tasks: Vec<_> = (0..8i64)
         .map(|task| {
@@ -262,78 +241,32 @@ pub async fn calls_of_conversation_newest_first(store: DynStore) {
         }
         placed.push(place(&store, call).await);
     }
-    let elsewhere = place(
-        &store,
-        new_call(other, b.id, &[a.id], CallKind::Video, t(450)),
-    )
-    .await;
-    let by_time = |at: i64| {
-        placed
-            .iter()
-            .find(|c| c.created_at == t(at))
-            .cloned()
-            .expect("placed")
-    };
+    let elsewhere = place(&store, new_call(other, b.id, &[a.id], CallKind::Video, t(450))).await;
+    let by_time = |at: i64| placed.iter().find(|c| c.created_at == t(at)).cloned().expect("placed");
 
-    let all = store
-        .calls_of_conversation(conv, None, 50)
-        .await
-        .expect("calls_of_conversation");
+    let all = store.calls_of_conversation(conv, None, 50).await.expect("calls_of_conversation");
     assert_eq!(
         all,
         [500, 400, 300, 200, 100].map(by_time).to_vec(),
         "newest first, whole calls, only this conversation"
     );
 
-    let first_page = store
-        .calls_of_conversation(conv, None, 2)
-        .await
-        .expect("calls_of_conversation");
+    let first_page = store.calls_of_conversation(conv, None, 2).await.expect("calls_of_conversation");
     assert_eq!(ids(&first_page), ids(&[by_time(500), by_time(400)]));
 
-    let next_page = store
-        .calls_of_conversation(conv, Some(first_page[1].created_at), 2)
-        .await
-        .expect("calls_of_conversation");
+    let next_page =
+        store.calls_of_conversation(conv, Some(first_page[1].created_at), 2).await.expect("calls_of_conversation");
     assert_eq!(next_page, vec![by_time(300), by_time(200)]);
 
-    let before_300 = store
-        .calls_of_conversation(conv, Some(t(300)), 10)
-        .await
-        .expect("calls_of_conversation");
-    assert_eq!(
-        ids(&before_300),
-        ids(&[by_time(200), by_time(100)]),
-        "`before` is exclusive"
-    );
-    let before_301 = store
-        .calls_of_conversation(conv, Some(t(301)), 1)
-        .await
-        .expect("calls_of_conversation");
+    let before_300 = store.calls_of_conversation(conv, Some(t(300)), 10).await.expect("calls_of_conversation");
+    assert_eq!(ids(&before_300), ids(&[by_time(200), by_time(100)]), "`before` is exclusive");
+    let before_301 = store.calls_of_conversation(conv, Some(t(301)), 1).await.expect("calls_of_conversation");
     assert_eq!(ids(&before_301), vec![by_time(300).id]);
-    assert!(
-        store
-            .calls_of_conversation(conv, Some(t(100)), 10)
-            .await
-            .expect("calls_of_conversation")
-            .is_empty()
-    );
+    assert!(store.calls_of_conversation(conv, Some(t(100)), 10).await.expect("calls_of_conversation").is_empty());
 
-    assert_eq!(
-        store
-            .calls_of_conversation(other, None, 10)
-            .await
-            .expect("calls_of_conversation"),
-        vec![elsewhere]
-    );
+    assert_eq!(store.calls_of_conversation(other, None, 10).await.expect("calls_of_conversation"), vec![elsewhere]);
     let empty = group(&store, a.id, &[], t(0)).await;
-    assert!(
-        store
-            .calls_of_conversation(empty, None, 10)
-            .await
-            .expect("calls_of_conversation")
-            .is_empty()
-    );
+    assert!(store.calls_of_conversation(empty, None, 10).await.expect("calls_of_conversation").is_empty());
 }
 
 /// A user's live calls: ringing or active calls in which they are ringing or joined;
@@ -346,11 +279,7 @@ pub async fn live_calls_of_user(store: DynStore) {
     let other = group(&store, b.id, &[u.id, a.id], t(0)).await;
 
     // Ringing, U being rung.
-    let rung = place(
-        &store,
-        new_call(conv, a.id, &[u.id, b.id], CallKind::Audio, t(10)),
-    )
-    .await;
+    let rung = place(&store, new_call(conv, a.id, &[u.id, b.id], CallKind::Audio, t(10))).await;
     // Active, U joined.
     let mut joined = new_call(other, b.id, &[u.id], CallKind::Video, t(20));
     joined.status = CallStatus::Active;
@@ -387,11 +316,7 @@ pub async fn live_calls_of_user(store: DynStore) {
     missed.ended_at = Some(t(90));
     place(&store, missed).await;
     // Live, without U.
-    let without_u = place(
-        &store,
-        new_call(conv, a.id, &[b.id], CallKind::Audio, t(70)),
-    )
-    .await;
+    let without_u = place(&store, new_call(conv, a.id, &[b.id], CallKind::Audio, t(70))).await;
 
     let mut live = store.live_calls_of(u.id).await.expect("live_calls_of");
     live.sort_by_key(|c| c.created_at);
@@ -405,10 +330,7 @@ pub async fn live_calls_of_user(store: DynStore) {
         "as initiator (joined) and as callee (ringing)"
     );
     let of_a = store.live_calls_of(a.id).await.expect("live_calls_of");
-    assert_eq!(
-        sorted(ids(&of_a)),
-        sorted(vec![rung.id, left.id, refused.id, without_u.id])
-    );
+    assert_eq!(sorted(ids(&of_a)), sorted(vec![rung.id, left.id, refused.id, without_u.id]));
 
     // U answers nothing and the ringing call is cancelled: it is no longer live.
     let mut cancelled = rung.clone();
@@ -416,10 +338,7 @@ pub async fn live_calls_of_user(store: DynStore) {
     cancelled.ended_at = Some(t(100));
     cancelled.version = 1;
     assert!(store.save_call(&cancelled, 0).await.expect("save_call"));
-    assert_eq!(
-        ids(&store.live_calls_of(u.id).await.expect("live_calls_of")),
-        vec![joined.id]
-    );
+    assert_eq!(ids(&store.live_calls_of(u.id).await.expect("live_calls_of")), vec![joined.id]);
 
     // U hangs up: nothing live is left for U.
     let mut hung_up = joined.clone();
@@ -428,21 +347,9 @@ pub async fn live_calls_of_user(store: DynStore) {
     hung_up.participants[1].device = None;
     hung_up.version = 1;
     assert!(store.save_call(&hung_up, 0).await.expect("save_call"));
-    assert!(
-        store
-            .live_calls_of(u.id)
-            .await
-            .expect("live_calls_of")
-            .is_empty()
-    );
+    assert!(store.live_calls_of(u.id).await.expect("live_calls_of").is_empty());
     let nobody = user(&store, "nobody").await;
-    assert!(
-        store
-            .live_calls_of(nobody.id)
-            .await
-            .expect("live_calls_of")
-            .is_empty()
-    );
+    assert!(store.live_calls_of(nobody.id).await.expect("live_calls_of").is_empty());
 }
 
 /// Every ringing or active call, whatever its participants say, and none that is over.

@@ -7,9 +7,7 @@ use quckchat_domain::model::{Appended, Attachment, MessageKind, NewMessage};
 use quckchat_domain::store::HistoryCursor;
 use quckchat_domain::{ConversationId, MessageId, StoreError};
 
-use crate::support::{
-    DynStore, created, group, last_read_seq, message_push, send, single, t, text, user,
-};
+use crate::support::{DynStore, created, group, last_read_seq, message_push, send, single, t, text, user};
 
 /// Appends get seq 1, 2, 3 and come back as written, with no reactions or readers.
 pub async fn append_assigns_consecutive_seqs(store: DynStore) {
@@ -19,12 +17,7 @@ pub async fn append_assigns_consecutive_seqs(store: DynStore) {
     for (i, sender) in [a.id, b.id, a.id].into_iter().enumerate() {
         let n = i as i64 + 1;
         let new = text(id, sender, &format!("message {n}"), t(100 * n));
-        let m = created(
-            store
-                .append_message(new.clone(), Vec::new())
-                .await
-                .expect("append"),
-        );
+        let m = created(store.append_message(new.clone(), Vec::new()).await.expect("append"));
         assert_eq!(m.seq, n);
         assert_eq!(m.id, new.id);
         assert_eq!(m.conversation_id, id);
@@ -33,24 +26,10 @@ pub async fn append_assigns_consecutive_seqs(store: DynStore) {
         assert_eq!(m.content, new.content);
         assert_eq!(m.created_at, new.created_at);
         assert!(m.attachments.is_empty() && m.reactions.is_empty() && m.read_by.is_empty());
-        assert_eq!(
-            (
-                m.edited_at,
-                m.deleted_at,
-                m.reply_to,
-                m.client_message_id.as_deref()
-            ),
-            (None, None, None, None)
-        );
+        assert_eq!((m.edited_at, m.deleted_at, m.reply_to, m.client_message_id.as_deref()), (None, None, None, None));
         assert_eq!(store.message(m.id).await.expect("message"), Some(m));
     }
-    assert!(
-        store
-            .message(MessageId::new())
-            .await
-            .expect("message")
-            .is_none()
-    );
+    assert!(store.message(MessageId::new()).await.expect("message").is_none());
 }
 
 /// Appending moves the sender's read pointer to the new message and the conversation's
@@ -62,41 +41,22 @@ pub async fn append_updates_pointer_and_conversation(store: DynStore) {
     send(&store, id, a.id, "hi", t(100)).await;
     assert_eq!(last_read_seq(&store, id, a.id).await, 1);
     assert_eq!(last_read_seq(&store, id, b.id).await, 0);
-    let conv = store
-        .conversation(id, b.id)
-        .await
-        .expect("conversation")
-        .expect("exists");
-    assert_eq!(
-        (conv.last_seq, conv.last_message_at, conv.unread_count),
-        (1, Some(t(100)), 1)
-    );
+    let conv = store.conversation(id, b.id).await.expect("conversation").expect("exists");
+    assert_eq!((conv.last_seq, conv.last_message_at, conv.unread_count), (1, Some(t(100)), 1));
 
     send(&store, id, b.id, "hello", t(200)).await;
     send(&store, id, b.id, "there", t(300)).await;
     assert_eq!(last_read_seq(&store, id, b.id).await, 3);
     assert_eq!(last_read_seq(&store, id, a.id).await, 1);
-    let conv = store
-        .conversation(id, a.id)
-        .await
-        .expect("conversation")
-        .expect("exists");
-    assert_eq!(
-        (conv.last_seq, conv.last_message_at, conv.unread_count),
-        (3, Some(t(300)), 2)
-    );
+    let conv = store.conversation(id, a.id).await.expect("conversation").expect("exists");
+    assert_eq!((conv.last_seq, conv.last_message_at, conv.unread_count), (3, Some(t(300)), 2));
 }
 
 /// Appending to an unknown conversation is `NotFound`.
 pub async fn append_to_unknown_conversation_not_found(store: DynStore) {
     let a = user(&store, "alice").await;
-    let result = store
-        .append_message(text(ConversationId::new(), a.id, "x", t(1)), Vec::new())
-        .await;
-    assert!(
-        matches!(result, Err(StoreError::NotFound)),
-        "got {result:?}"
-    );
+    let result = store.append_message(text(ConversationId::new(), a.id, "x", t(1)), Vec::new()).await;
+    assert!(matches!(result, Err(StoreError::NotFound)), "got {result:?}");
 }
 
 /// 200 appends from 8 concurrent tasks into one conversation get exactly 1..=200.
@@ -112,9 +72,7 @@ pub async fn concurrent_appends_are_gap_free(store: DynStore) {
                 let mut seqs = Vec::new();
                 for i in 0..25 {
                     let new = text(id, sender, &format!("{task}-{i}"), t(1 + i));
-                    seqs.push(
-                        created(store.append_message(new, Vec::new()).await.expect("append")).seq,
-                    );
+                    seqs.push(created(store.append_message(new, Vec::new()).await.expect("append")).seq);
                 }
                 seqs
             })
@@ -127,19 +85,10 @@ pub async fn concurrent_appends_are_gap_free(store: DynStore) {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=200).collect::<Vec<i64>>(), "no gaps, no repeats");
 
-    let stored: Vec<i64> = store
-        .history(id, HistoryCursor::AfterSeq(0), 200)
-        .await
-        .expect("history")
-        .iter()
-        .map(|m| m.seq)
-        .collect();
+    let stored: Vec<i64> =
+        store.history(id, HistoryCursor::AfterSeq(0), 200).await.expect("history").iter().map(|m| m.seq).collect();
     assert_eq!(stored, (1..=200).collect::<Vec<i64>>());
-    let conv = store
-        .conversation(id, a.id)
-        .await
-        .expect("conversation")
-        .expect("exists");
+    let conv = store.conversation(id, a.id).await.expect("conversation").expect("exists");
     assert_eq!(conv.last_seq, 200);
 }
 
@@ -156,12 +105,8 @@ pub async fn concurrent_appends_keep_separate_sequences(store: DynStore) {
             tokio::spawn(async move {
                 let mut out = Vec::new();
                 for i in 0..10 {
-                    let m = created(
-                        store
-                            .append_message(text(conv, a.id, "x", t(i)), Vec::new())
-                            .await
-                            .expect("append"),
-                    );
+                    let m =
+                        created(store.append_message(text(conv, a.id, "x", t(i)), Vec::new()).await.expect("append"));
                     out.push((m.conversation_id, m.seq));
                 }
                 out
@@ -173,11 +118,7 @@ pub async fn concurrent_appends_keep_separate_sequences(store: DynStore) {
         per_conv.extend(task.await.expect("task"));
     }
     for conv in [c1, c2] {
-        let mut seqs: Vec<i64> = per_conv
-            .iter()
-            .filter(|(c, _)| *c == conv)
-            .map(|(_, s)| *s)
-            .collect();
+        let mut seqs: Vec<i64> = per_conv.iter().filter(|(c, _)| *c == conv).map(|(_, s)| *s).collect();
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=40).collect::<Vec<i64>>());
     }
@@ -189,46 +130,21 @@ pub async fn client_message_id_is_idempotent(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
     let id = single(&store, a.id, b.id, t(0)).await;
-    let first = NewMessage {
-        client_message_id: Some("c-1".into()),
-        ..text(id, a.id, "hello", t(10))
-    };
+    let first = NewMessage { client_message_id: Some("c-1".into()), ..text(id, a.id, "hello", t(10)) };
     let push = message_push(b.id, id, Some(first.id), a.id, t(10));
-    let original = created(
-        store
-            .append_message(first, vec![push.clone()])
-            .await
-            .expect("append"),
-    );
+    let original = created(store.append_message(first, vec![push.clone()]).await.expect("append"));
     assert_eq!(original.client_message_id.as_deref(), Some("c-1"));
 
-    let retry = NewMessage {
-        client_message_id: Some("c-1".into()),
-        ..text(id, a.id, "hello again", t(20))
-    };
+    let retry = NewMessage { client_message_id: Some("c-1".into()), ..text(id, a.id, "hello again", t(20)) };
     let retry_push = message_push(b.id, id, Some(retry.id), a.id, t(20));
-    match store
-        .append_message(retry, vec![retry_push])
-        .await
-        .expect("append retry")
-    {
+    match store.append_message(retry, vec![retry_push]).await.expect("append retry") {
         Appended::Existing(m) => assert_eq!(m, original),
         Appended::Created(m) => panic!("a retry created {m:?}"),
     }
-    let history = store
-        .history(id, HistoryCursor::Latest, 10)
-        .await
-        .expect("history");
+    let history = store.history(id, HistoryCursor::Latest, 10).await.expect("history");
     assert_eq!(history, vec![original]);
-    assert_eq!(
-        store.pushes_for(b.id).await.expect("pushes_for"),
-        vec![push]
-    );
-    let conv = store
-        .conversation(id, b.id)
-        .await
-        .expect("conversation")
-        .expect("exists");
+    assert_eq!(store.pushes_for(b.id).await.expect("pushes_for"), vec![push]);
+    let conv = store.conversation(id, b.id).await.expect("conversation").expect("exists");
     assert_eq!((conv.last_seq, conv.last_message_at), (1, Some(t(10))));
 }
 
@@ -237,26 +153,10 @@ pub async fn client_message_id_is_per_sender(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
     let id = single(&store, a.id, b.id, t(0)).await;
-    let from_a = NewMessage {
-        client_message_id: Some("same".into()),
-        ..text(id, a.id, "a", t(1))
-    };
-    let from_b = NewMessage {
-        client_message_id: Some("same".into()),
-        ..text(id, b.id, "b", t(2))
-    };
-    let ma = created(
-        store
-            .append_message(from_a, Vec::new())
-            .await
-            .expect("append a"),
-    );
-    let mb = created(
-        store
-            .append_message(from_b, Vec::new())
-            .await
-            .expect("append b"),
-    );
+    let from_a = NewMessage { client_message_id: Some("same".into()), ..text(id, a.id, "a", t(1)) };
+    let from_b = NewMessage { client_message_id: Some("same".into()), ..text(id, b.id, "b", t(2)) };
+    let ma = created(store.append_message(from_a, Vec::new()).await.expect("append a"));
+    let mb = created(store.append_message(from_b, Vec::new()).await.expect("append b"));
     assert_eq!((ma.seq, mb.seq), (1, 2));
     assert_ne!(ma.id, mb.id);
 }
@@ -269,14 +169,9 @@ pub async fn concurrent_duplicates_create_once(store: DynStore) {
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = store.clone();
-            let new = NewMessage {
-                client_message_id: Some("dup".into()),
-                ..text(id, a.id, &format!("try {i}"), t(i))
-            };
+            let new = NewMessage { client_message_id: Some("dup".into()), ..text(id, a.id, &format!("try {i}"), t(i)) };
             let push = message_push(b.id, id, Some(new.id), a.id, t(i));
-            tokio::spawn(
-                async move { store.append_message(new, vec![push]).await.expect("append") },
-            )
+            tokio::spawn(async move { store.append_message(new, vec![push]).await.expect("append") })
         })
         .collect();
     let mut created_count = 0;
@@ -294,14 +189,7 @@ pub async fn concurrent_duplicates_create_once(store: DynStore) {
     }
     assert_eq!(created_count, 1);
     assert_eq!(ids.len(), 1, "everyone got the same message");
-    assert_eq!(
-        store
-            .history(id, HistoryCursor::Latest, 10)
-            .await
-            .expect("history")
-            .len(),
-        1
-    );
+    assert_eq!(store.history(id, HistoryCursor::Latest, 10).await.expect("history").len(), 1);
     assert_eq!(store.pushes_for(b.id).await.expect("pushes_for").len(), 1);
 }
 
@@ -327,22 +215,13 @@ pub async fn history_pages(store: DynStore) {
     };
     assert_eq!(seqs(HistoryCursor::Latest, 3).await, vec![5, 4, 3]);
     assert_eq!(seqs(HistoryCursor::Latest, 10).await, vec![5, 4, 3, 2, 1]);
-    assert_eq!(
-        seqs(HistoryCursor::Before(sent[2].id), 10).await,
-        vec![2, 1]
-    );
+    assert_eq!(seqs(HistoryCursor::Before(sent[2].id), 10).await, vec![2, 1]);
     assert_eq!(seqs(HistoryCursor::Before(sent[2].id), 1).await, vec![2]);
     assert!(seqs(HistoryCursor::Before(sent[0].id), 10).await.is_empty());
     assert_eq!(seqs(HistoryCursor::AfterSeq(2), 2).await, vec![3, 4]);
-    assert_eq!(
-        seqs(HistoryCursor::AfterSeq(0), 10).await,
-        vec![1, 2, 3, 4, 5]
-    );
+    assert_eq!(seqs(HistoryCursor::AfterSeq(0), 10).await, vec![1, 2, 3, 4, 5]);
     assert!(seqs(HistoryCursor::AfterSeq(5), 10).await.is_empty());
-    let latest = store
-        .history(id, HistoryCursor::Latest, 1)
-        .await
-        .expect("history");
+    let latest = store.history(id, HistoryCursor::Latest, 1).await.expect("history");
     assert_eq!(latest, vec![sent[4].clone()], "pages hold whole messages");
 }
 
@@ -351,22 +230,13 @@ pub async fn edit_sets_content_and_edited_at(store: DynStore) {
     let a = user(&store, "alice").await;
     let id = group(&store, a.id, &[], t(0)).await;
     let m = send(&store, id, a.id, "typo", t(10)).await;
-    let edited = store
-        .edit_message(m.id, "fixed", t(20))
-        .await
-        .expect("edit");
+    let edited = store.edit_message(m.id, "fixed", t(20)).await.expect("edit");
     assert_eq!(edited.content, "fixed");
     assert_eq!(edited.edited_at, Some(t(20)));
-    assert_eq!(
-        (edited.seq, edited.created_at, edited.sender_id),
-        (m.seq, m.created_at, m.sender_id)
-    );
+    assert_eq!((edited.seq, edited.created_at, edited.sender_id), (m.seq, m.created_at, m.sender_id));
     assert_eq!(store.message(m.id).await.expect("message"), Some(edited));
     let unknown = store.edit_message(MessageId::new(), "x", t(30)).await;
-    assert!(
-        matches!(unknown, Err(StoreError::NotFound)),
-        "got {unknown:?}"
-    );
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "got {unknown:?}");
 }
 
 /// A delete empties the message (content and attachments), sets `deleted_at`, keeps the
@@ -392,12 +262,7 @@ pub async fn delete_empties_and_keeps_seq(store: DynStore) {
         ..text(id, a.id, "secret", t(20))
     };
     let m = created(store.append_message(new, Vec::new()).await.expect("append"));
-    assert!(
-        store
-            .add_reaction(m.id, b.id, "👍", t(25))
-            .await
-            .expect("react")
-    );
+    assert!(store.add_reaction(m.id, b.id, "👍", t(25)).await.expect("react"));
 
     let deleted = store.delete_message(m.id, t(30)).await.expect("delete");
     assert_eq!(deleted.content, "");
@@ -405,25 +270,12 @@ pub async fn delete_empties_and_keeps_seq(store: DynStore) {
     assert_eq!(deleted.deleted_at, Some(t(30)));
     assert_eq!(deleted.seq, 2);
     assert!(deleted.reactions.is_empty());
-    assert_eq!(
-        store.message(m.id).await.expect("message"),
-        Some(deleted.clone())
-    );
-    let page = store
-        .history(id, HistoryCursor::Latest, 10)
-        .await
-        .expect("history");
-    assert_eq!(
-        page.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        vec![2, 1],
-        "a deleted message keeps its place"
-    );
+    assert_eq!(store.message(m.id).await.expect("message"), Some(deleted.clone()));
+    let page = store.history(id, HistoryCursor::Latest, 10).await.expect("history");
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 1], "a deleted message keeps its place");
     assert_eq!(page[0], deleted);
     let unknown = store.delete_message(MessageId::new(), t(40)).await;
-    assert!(
-        matches!(unknown, Err(StoreError::NotFound)),
-        "got {unknown:?}"
-    );
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "got {unknown:?}");
 }
 
 /// Attachments, kind, reply and client id come back exactly as written.
@@ -462,21 +314,13 @@ pub async fn attachments_and_reply_round_trip(store: DynStore) {
         client_message_id: Some("client-42".into()),
         ..text(id, a.id, "a reply ✓", t(20))
     };
-    let m = created(
-        store
-            .append_message(new.clone(), Vec::new())
-            .await
-            .expect("append"),
-    );
+    let m = created(store.append_message(new.clone(), Vec::new()).await.expect("append"));
     assert_eq!(m.kind, MessageKind::Video);
     assert_eq!(m.attachments, new.attachments);
     assert_eq!(m.reply_to, Some(original.id));
     assert_eq!(m.client_message_id.as_deref(), Some("client-42"));
     assert_eq!(m.content, "a reply ✓");
     assert_eq!(store.message(m.id).await.expect("message"), Some(m.clone()));
-    let page = store
-        .history(id, HistoryCursor::Latest, 1)
-        .await
-        .expect("history");
+    let page = store.history(id, HistoryCursor::Latest, 1).await.expect("history");
     assert_eq!(page, vec![m]);
 }

@@ -7,8 +7,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use quckchat_domain::call_model::{Call, CallKind, CallParticipant, CallStatus, ParticipantStatus};
 use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
-    Appended, ConversationKind, Message, MessageKind, NewConversation, NewMessage, NewUser,
-    PushJob, PushKind, Role, Timestamp, User,
+    Appended, ConversationKind, Message, MessageKind, NewConversation, NewMessage, NewUser, PushJob, PushKind, Role,
+    Timestamp, User,
 };
 use quckchat_domain::store::Store;
 use quckchat_domain::{CallId, ConversationId, MessageId, UserId};
@@ -26,10 +26,7 @@ pub type DynStore = Arc<dyn Backend>;
 /// A fixed instant `ms` milliseconds after 2024-01-01T00:00:00.123Z, so that cases can
 /// order events without waiting for the clock (the odd milliseconds check precision).
 pub fn t(ms: i64) -> Timestamp {
-    let base: DateTime<Utc> = Utc
-        .timestamp_millis_opt(1_704_067_200_123)
-        .single()
-        .expect("base instant is valid");
+    let base: DateTime<Utc> = Utc.timestamp_millis_opt(1_704_067_200_123).single().expect("base instant is valid");
     base + chrono::Duration::milliseconds(ms)
 }
 
@@ -48,12 +45,7 @@ pub async fn user(store: &DynStore, username: &str) -> User {
 }
 
 /// Creates a group made by `creator` (admin) with `members` (members), at `at`.
-pub async fn group(
-    store: &DynStore,
-    creator: UserId,
-    members: &[UserId],
-    at: Timestamp,
-) -> ConversationId {
+pub async fn group(store: &DynStore, creator: UserId, members: &[UserId], at: Timestamp) -> ConversationId {
     let id = ConversationId::new();
     let mut participants = vec![(creator, Role::Admin)];
     participants.extend(members.iter().map(|m| (*m, Role::Member)));
@@ -94,12 +86,7 @@ pub async fn single(store: &DynStore, a: UserId, b: UserId, at: Timestamp) -> Co
 }
 
 /// A text message, without a client message id.
-pub fn text(
-    conversation: ConversationId,
-    sender: UserId,
-    content: &str,
-    at: Timestamp,
-) -> NewMessage {
+pub fn text(conversation: ConversationId, sender: UserId, content: &str, at: Timestamp) -> NewMessage {
     NewMessage {
         id: MessageId::new(),
         conversation_id: conversation,
@@ -121,12 +108,7 @@ pub async fn send(
     content: &str,
     at: Timestamp,
 ) -> Message {
-    created(
-        store
-            .append_message(text(conversation, sender, content, at), Vec::new())
-            .await
-            .expect("append_message"),
-    )
+    created(store.append_message(text(conversation, sender, content, at), Vec::new()).await.expect("append_message"))
 }
 
 /// The message of an [`Appended::Created`]; panics on [`Appended::Existing`].
@@ -145,17 +127,7 @@ pub fn message_push(
     sender: UserId,
     at: Timestamp,
 ) -> PushJob {
-    PushJob::new(
-        user,
-        PushKind::Message,
-        conversation,
-        message,
-        None,
-        sender,
-        "Sender".into(),
-        "hello".into(),
-        at,
-    )
+    PushJob::new(user, PushKind::Message, conversation, message, None, sender, "Sender".into(), "hello".into(), at)
 }
 
 /// The `last_read_seq` of `user` in `conversation`, as `user` sees it.
@@ -223,9 +195,5 @@ pub async fn place(store: &DynStore, call: Call) -> Call {
 
 /// A stored call, which must exist.
 pub async fn fetch_call(store: &DynStore, id: CallId) -> Call {
-    store
-        .call(id)
-        .await
-        .expect("call")
-        .unwrap_or_else(|| panic!("call {id} is stored"))
+    store.call(id).await.expect("call").unwrap_or_else(|| panic!("call {id} is stored"))
 }

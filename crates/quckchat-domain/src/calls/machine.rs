@@ -113,7 +113,10 @@ pub fn answer(call: &mut Call, user: UserId, device: &DeviceId, now: Timestamp) 
         ServerEvent::CallEnded { call_id: id, reason: EndReason::AnsweredElsewhere, ended_by: None },
     ));
     for other in &others_joined {
-        effects.push(send(Audience::Device(device.clone()), ServerEvent::ParticipantJoined { call_id: id, user_id: *other }));
+        effects.push(send(
+            Audience::Device(device.clone()),
+            ServerEvent::ParticipantJoined { call_id: id, user_id: *other },
+        ));
     }
     effects.push(send(Audience::Users(others_joined), ServerEvent::ParticipantJoined { call_id: id, user_id: user }));
     effects.push(Effect::FlushPending(user, device.clone()));
@@ -135,7 +138,10 @@ pub fn reject(call: &mut Call, user: UserId, now: Timestamp) -> Outcome {
     let id = call.id;
     let mut effects = vec![
         send(Audience::User(call.initiator_id), ServerEvent::CallRejected { call_id: id, user_id: user }),
-        send(Audience::User(user), ServerEvent::CallEnded { call_id: id, reason: EndReason::Rejected, ended_by: Some(user) }),
+        send(
+            Audience::User(user),
+            ServerEvent::CallEnded { call_id: id, reason: EndReason::Rejected, ended_by: Some(user) },
+        ),
     ];
     let still_ringing = call.participants.iter().any(|p| p.status == ParticipantStatus::Ringing);
     if call.status == CallStatus::Ringing && !still_ringing {
@@ -147,7 +153,10 @@ pub fn reject(call: &mut Call, user: UserId, now: Timestamp) -> Outcome {
         effects.push(Effect::ClearPending);
     } else if call.status == CallStatus::Active && call.joined().count() < 2 && !still_ringing {
         finish(call, CallStatus::Ended, now);
-        effects.extend(to_everyone(call, ServerEvent::CallEnded { call_id: id, reason: EndReason::Ended, ended_by: Some(user) }));
+        effects.extend(to_everyone(
+            call,
+            ServerEvent::CallEnded { call_id: id, reason: EndReason::Ended, ended_by: Some(user) },
+        ));
         effects.push(Effect::ClearPending);
     }
     Ok(effects)
@@ -172,8 +181,10 @@ pub fn hang_up(call: &mut Call, user: UserId, dropped: Option<&DeviceId>, now: T
     match (call.status, p.status) {
         (CallStatus::Ringing, _) if user == call.initiator_id => {
             finish(call, CallStatus::Cancelled, now);
-            let mut effects =
-                to_everyone(call, ServerEvent::CallEnded { call_id: id, reason: EndReason::Cancelled, ended_by: Some(user) });
+            let mut effects = to_everyone(
+                call,
+                ServerEvent::CallEnded { call_id: id, reason: EndReason::Cancelled, ended_by: Some(user) },
+            );
             effects.push(Effect::ClearPending);
             Ok(effects)
         }
@@ -188,8 +199,10 @@ pub fn hang_up(call: &mut Call, user: UserId, dropped: Option<&DeviceId>, now: T
                 Ok(vec![send(Audience::Users(remaining), ServerEvent::ParticipantLeft { call_id: id, user_id: user })])
             } else {
                 finish(call, CallStatus::Ended, now);
-                let mut effects =
-                    to_everyone(call, ServerEvent::CallEnded { call_id: id, reason: EndReason::Ended, ended_by: Some(user) });
+                let mut effects = to_everyone(
+                    call,
+                    ServerEvent::CallEnded { call_id: id, reason: EndReason::Ended, ended_by: Some(user) },
+                );
                 effects.push(Effect::ClearPending);
                 Ok(effects)
             }
@@ -324,7 +337,10 @@ mod tests {
         let mut c = call_with(a, &[b]);
         let fx = reject(&mut c, b, now()).unwrap();
         assert_eq!(c.status, CallStatus::Rejected);
-        assert!(fx.iter().any(|e| matches!(e, Effect::Send(Audience::User(u), ServerEvent::CallRejected { .. }) if *u == a)));
+        assert!(
+            fx.iter()
+                .any(|e| matches!(e, Effect::Send(Audience::User(u), ServerEvent::CallRejected { .. }) if *u == a))
+        );
         assert!(c.ended_at.is_some() && c.duration_sec.is_none());
     }
 
@@ -383,7 +399,9 @@ mod tests {
         let told: Vec<UserId> = fx
             .iter()
             .filter_map(|e| match e {
-                Effect::Send(Audience::Device(x), ServerEvent::ParticipantJoined { user_id, .. }) if *x == dev("d") => Some(*user_id),
+                Effect::Send(Audience::Device(x), ServerEvent::ParticipantJoined { user_id, .. }) if *x == dev("d") => {
+                    Some(*user_id)
+                }
                 _ => None,
             })
             .collect();

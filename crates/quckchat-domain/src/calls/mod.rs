@@ -21,7 +21,7 @@ use crate::error::DomainError;
 use crate::events::{EndReason, ServerEvent, SignalKind, SignalPayload};
 use crate::ids::{CallId, ConversationId, UserId};
 use crate::lanes::Lanes;
-use crate::model::{now, ConversationKind, PushJob, PushKind, Timestamp};
+use crate::model::{ConversationKind, PushJob, PushKind, Timestamp, now};
 use crate::presence::PresenceRegistry;
 use crate::realtime::{Audience, Device, Realtime};
 use crate::store::Store;
@@ -53,7 +53,6 @@ pub struct Initiated {
     /// the caller has joined that call as a callee and should wait for an offer.
     pub joined_existing: bool,
 }
-
 
 /// The calls service.
 pub struct Calls {
@@ -109,13 +108,17 @@ impl Calls {
         &self.calls
     }
 
-
     /// Places a call. Every socket of every callee rings (`call:incoming`); callees with
     /// no `/webrtc` socket get a push; a one-to-one callee already in an active call makes
     /// it `busy`. If the callee is at that moment ringing the caller, the caller joins
     /// that call instead (glare).
     #[instrument(skip_all, fields(caller = %caller.user))]
-    pub async fn initiate(self: &Arc<Self>, caller: &Device, target: CallTarget, kind: CallKind) -> CallResult<Initiated> {
+    pub async fn initiate(
+        self: &Arc<Self>,
+        caller: &Device,
+        target: CallTarget,
+        kind: CallKind,
+    ) -> CallResult<Initiated> {
         let conversation = match target {
             CallTarget::User(callee) => {
                 if callee == caller.user {
@@ -147,7 +150,10 @@ impl Calls {
                 return Ok(Initiated { call: existing.clone(), joined_existing: false });
             }
         }
-        if caller_live.iter().any(|c| c.status == CallStatus::Active && c.participant(caller.user).is_some_and(|p| p.status == ParticipantStatus::Joined)) {
+        if caller_live.iter().any(|c| {
+            c.status == CallStatus::Active
+                && c.participant(caller.user).is_some_and(|p| p.status == ParticipantStatus::Joined)
+        }) {
             return Err(DomainError::Conflict("you are already in a call".into()));
         }
 
@@ -155,7 +161,10 @@ impl Calls {
         let mut busy = Vec::new();
         for callee in &callees {
             let live = self.calls.live_calls_of(*callee).await?;
-            if live.iter().any(|c| c.status == CallStatus::Active && c.participant(*callee).is_some_and(|p| p.status == ParticipantStatus::Joined)) {
+            if live.iter().any(|c| {
+                c.status == CallStatus::Active
+                    && c.participant(*callee).is_some_and(|p| p.status == ParticipantStatus::Joined)
+            }) {
                 busy.push(*callee);
             }
         }
@@ -293,7 +302,12 @@ impl Calls {
                         self.realtime
                             .publish(
                                 Audience::Device(device.clone()),
-                                ServerEvent::Signal { kind: s.kind, call_id: call.id, from: s.from, payload: s.payload },
+                                ServerEvent::Signal {
+                                    kind: s.kind,
+                                    call_id: call.id,
+                                    from: s.from,
+                                    payload: s.payload,
+                                },
                             )
                             .await;
                     }
@@ -317,7 +331,13 @@ impl Calls {
     }
 
     /// A conversation's calls, for a member.
-    pub async fn history(&self, user: UserId, conversation: ConversationId, before: Option<Timestamp>, limit: u32) -> CallResult<Vec<Call>> {
+    pub async fn history(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        before: Option<Timestamp>,
+        limit: u32,
+    ) -> CallResult<Vec<Call>> {
         self.chat.conversation(user, conversation).await?;
         Ok(self.calls.calls_of_conversation(conversation, before, limit.clamp(1, 200)).await?)
     }
@@ -344,7 +364,14 @@ impl Calls {
     /// participants (or only to `to`). For a participant still ringing, it waits until
     /// that participant joins.
     #[instrument(skip_all, fields(user = %from.user, call = %id, kind = kind.event()))]
-    pub async fn relay(&self, from: &Device, id: CallId, kind: SignalKind, payload: SignalPayload, to: Option<UserId>) -> CallResult<()> {
+    pub async fn relay(
+        &self,
+        from: &Device,
+        id: CallId,
+        kind: SignalKind,
+        payload: SignalPayload,
+        to: Option<UserId>,
+    ) -> CallResult<()> {
         let call = self.calls.call(id).await?.ok_or(DomainError::NotFound("call"))?;
         let sender = call.participant(from.user).ok_or(DomainError::Forbidden("not a participant of this call"))?;
         if sender.status != ParticipantStatus::Joined || sender.device.as_deref() != Some(from.id.0.as_str()) {
@@ -392,7 +419,12 @@ impl Calls {
         self.realtime
             .publish(
                 Audience::Users(others),
-                ServerEvent::ParticipantMuted { call_id: id, user_id: who.user, kind: if video { "video" } else { "audio" }, muted },
+                ServerEvent::ParticipantMuted {
+                    call_id: id,
+                    user_id: who.user,
+                    kind: if video { "video" } else { "audio" },
+                    muted,
+                },
             )
             .await;
         Ok(())
@@ -425,11 +457,12 @@ impl Calls {
             }
         };
         for call in live {
-            let joined_here = call
-                .participant(device.user)
-                .is_some_and(|p| p.status == ParticipantStatus::Joined && p.device.as_deref() == Some(device.id.0.as_str()));
+            let joined_here = call.participant(device.user).is_some_and(|p| {
+                p.status == ParticipantStatus::Joined && p.device.as_deref() == Some(device.id.0.as_str())
+            });
             if joined_here
-                && let Err(e) = self.transition(call.id, |c, at| machine::hang_up(c, device.user, Some(&device.id), at)).await
+                && let Err(e) =
+                    self.transition(call.id, |c, at| machine::hang_up(c, device.user, Some(&device.id), at)).await
             {
                 tracing::warn!(call = %call.id, error = %e, "could not remove a dropped device from its call");
             }
@@ -444,12 +477,13 @@ impl Calls {
         for call in live {
             let at = now();
             let id = call.id;
-            if self.transition(id, |c, _| {
-                machine::settle_after_restart(c, at);
-                Ok(Vec::new())
-            })
-            .await
-            .is_ok()
+            if self
+                .transition(id, |c, _| {
+                    machine::settle_after_restart(c, at);
+                    Ok(Vec::new())
+                })
+                .await
+                .is_ok()
             {
                 settled += 1;
             }

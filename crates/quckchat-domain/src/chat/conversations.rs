@@ -9,7 +9,7 @@ use super::{Chat, ChatResult, MAX_GROUP_MEMBERS};
 use crate::error::{DomainError, StoreError};
 use crate::events::ServerEvent;
 use crate::ids::{ConversationId, UserId};
-use crate::model::{now, Conversation, ConversationKind, NewConversation, Role, Timestamp};
+use crate::model::{Conversation, ConversationKind, NewConversation, Role, Timestamp, now};
 use crate::realtime::Audience;
 use crate::values::{BoundedText, DisplayName};
 
@@ -41,7 +41,9 @@ impl Chat {
         let others: BTreeSet<UserId> = cmd.participants.iter().copied().filter(|u| *u != actor).collect();
         match cmd.kind {
             ConversationKind::Single if others.len() != 1 => {
-                return Err(DomainError::InvalidInput("a single conversation has exactly one other participant".into()));
+                return Err(DomainError::InvalidInput(
+                    "a single conversation has exactly one other participant".into(),
+                ));
             }
             ConversationKind::Group if others.len() + 1 > MAX_GROUP_MEMBERS => {
                 return Err(DomainError::InvalidInput(format!("a group has at most {MAX_GROUP_MEMBERS} members")));
@@ -110,7 +112,12 @@ impl Chat {
     }
 
     /// `actor`'s conversations, most recent activity first.
-    pub async fn conversations(&self, actor: UserId, before: Option<Timestamp>, limit: u32) -> ChatResult<Vec<Conversation>> {
+    pub async fn conversations(
+        &self,
+        actor: UserId,
+        before: Option<Timestamp>,
+        limit: u32,
+    ) -> ChatResult<Vec<Conversation>> {
         Ok(self.store.conversations_of(actor, before, limit.clamp(1, 200)).await?)
     }
 
@@ -150,9 +157,7 @@ impl Chat {
             .update_conversation(id, name.map(|n| n.as_str().to_string()), avatar.map(|a| a.as_str().to_string()))
             .await?;
         let updated = self.conversation(actor, id).await?;
-        self.realtime
-            .publish(Audience::Conversation(id), ServerEvent::ConversationUpdated(updated.clone()))
-            .await;
+        self.realtime.publish(Audience::Conversation(id), ServerEvent::ConversationUpdated(updated.clone())).await;
         Ok(updated)
     }
 
@@ -171,9 +176,7 @@ impl Chat {
         }
         let added = self.store.add_members(id, &wanted, now()).await?;
         let updated = self.conversation(actor, id).await?;
-        self.realtime
-            .publish(Audience::Conversation(id), ServerEvent::ConversationUpdated(updated.clone()))
-            .await;
+        self.realtime.publish(Audience::Conversation(id), ServerEvent::ConversationUpdated(updated.clone())).await;
         for user in added {
             self.realtime.join_conversation(user, id).await;
             if let Some(view) = self.store.conversation(id, user).await? {
@@ -208,9 +211,7 @@ impl Chat {
             .publish(Audience::User(target), ServerEvent::ConversationRemoved { conversation_id: id, user_id: target })
             .await;
         if let Some(updated) = self.store.conversation(id, actor).await? {
-            self.realtime
-                .publish(Audience::Conversation(id), ServerEvent::ConversationUpdated(updated))
-                .await;
+            self.realtime.publish(Audience::Conversation(id), ServerEvent::ConversationUpdated(updated)).await;
         }
         Ok(())
     }

@@ -7,11 +7,11 @@ use crate::error::DomainError;
 use crate::events::{ReactionChange, ServerEvent};
 use crate::ids::{ConversationId, MessageId, UserId};
 use crate::model::{
-    now, preview_of, Appended, Attachment, ConversationKind, Message, MessageKind, NewMessage,
-    PushJob, PushKind, Role, Timestamp,
+    Appended, Attachment, ConversationKind, Message, MessageKind, NewMessage, PushJob, PushKind, Role, Timestamp, now,
+    preview_of,
 };
 use crate::realtime::Audience;
-use crate::values::{Emoji, MessageContent, MAX_ATTACHMENTS};
+use crate::values::{Emoji, MAX_ATTACHMENTS, MessageContent};
 
 /// A sender's own id for a message, so that a retry stores nothing twice: 1 to 128
 /// printable characters.
@@ -87,11 +87,8 @@ impl Chat {
     #[instrument(skip_all, fields(%actor, conversation = %cmd.conversation_id))]
     pub async fn send_message(&self, actor: UserId, cmd: SendMessage) -> ChatResult<Message> {
         let cmd = cmd.validate()?;
-        let conversation = self
-            .store
-            .conversation(cmd.conversation_id, actor)
-            .await?
-            .ok_or(DomainError::NotFound("conversation"))?;
+        let conversation =
+            self.store.conversation(cmd.conversation_id, actor).await?.ok_or(DomainError::NotFound("conversation"))?;
         if !conversation.is_member(actor) {
             return Err(DomainError::Forbidden("not a member of this conversation"));
         }
@@ -230,7 +227,13 @@ impl Chat {
                 )
                 .await;
         }
-        Ok(ReadMark { message_id: message.id, conversation_id: message.conversation_id, seq: message.seq, read_at: at, moved })
+        Ok(ReadMark {
+            message_id: message.id,
+            conversation_id: message.conversation_id,
+            seq: message.seq,
+            read_at: at,
+            moved,
+        })
     }
 
     /// Adds (`add`) or removes a reaction. Repeating either is harmless and tells no one.

@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 
 use crate::error::DomainError;
 use crate::ids::{ConversationId, UserId};
-use crate::ordering::ConversationOrder;
 use crate::model::Role;
+use crate::ordering::ConversationOrder;
 use crate::presence::PresenceRegistry;
 use crate::realtime::Realtime;
 use crate::store::Store;

@@ -9,7 +9,7 @@ use super::{Chat, ChatResult};
 use crate::error::DomainError;
 use crate::events::ServerEvent;
 use crate::ids::UserId;
-use crate::model::{now, OnlineStatus, ProfilePatch, User};
+use crate::model::{OnlineStatus, ProfilePatch, User, now};
 use crate::realtime::Audience;
 
 impl Chat {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use quckchat_domain::model::{now, NewUser, Session, User};
+use quckchat_domain::model::{NewUser, Session, User, now};
 use quckchat_domain::realtime::Realtime;
 use quckchat_domain::store::Store;
 use quckchat_domain::values::{DisplayName, Username};
@@ -154,7 +154,8 @@ impl Auth {
                 user_id: user.id,
                 refresh_token_hash: refresh_hash,
                 created_at,
-                expires_at: created_at + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30)),
+                expires_at: created_at
+                    + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30)),
                 revoked_at: None,
             })
             .await?;

@@ -1,8 +1,8 @@
 //! argon2id password hashing, always off the async worker threads.
 
+use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
-use argon2::Argon2;
 
 use super::AuthError;
 
@@ -11,7 +11,8 @@ const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=128;
 
 /// A hash of a password nobody has, verified when the username is unknown so that a
 /// failed login takes the same time either way.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Kq8GwFz1e8c8FM2mFe3MJTeQ5B1cJd8wAK7MZcAfGk";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Kq8GwFz1e8c8FM2mFe3MJTeQ5B1cJd8wAK7MZcAfGk";
 
 /// Checks the password rules.
 pub fn check_rules(password: &str) -> Result<(), AuthError> {
@@ -45,7 +46,8 @@ pub async fn hash(password: String) -> Result<String, AuthError> {
 pub async fn verify(password: String, hash: Option<String>) -> Result<bool, AuthError> {
     tokio::task::spawn_blocking(move || {
         let stored = hash.as_deref().unwrap_or(DUMMY_HASH);
-        let parsed = PasswordHash::new(stored).map_err(|e| AuthError::Internal(format!("stored hash unreadable: {e}")))?;
+        let parsed =
+            PasswordHash::new(stored).map_err(|e| AuthError::Internal(format!("stored hash unreadable: {e}")))?;
         let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
         Ok(ok && hash.is_some())
     })

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
-use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use quckchat_domain::{SessionId, UserId};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -160,7 +160,8 @@ mod tests {
         assert!(JwtKeys::from_secret(b"other").unwrap().verify(&t).is_err());
         assert!(keys.verify("not.a.jwt").is_err());
         let past = chrono::Utc::now().timestamp() - 10;
-        let claims = RawClaims { sub: u.to_string(), sid: s.to_string(), iat: past - 60, exp: past, typ: "access".into() };
+        let claims =
+            RawClaims { sub: u.to_string(), sid: s.to_string(), iat: past - 60, exp: past, typ: "access".into() };
         let expired = encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
         assert!(keys.verify(&expired).is_err());
     }

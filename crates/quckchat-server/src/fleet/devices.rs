@@ -3,9 +3,9 @@
 //! heartbeat both exist.
 
 use async_trait::async_trait;
+use quckchat_domain::StoreError;
 use quckchat_domain::calls::devices::DeviceDirectory;
 use quckchat_domain::realtime::{Device, DeviceId};
-use quckchat_domain::StoreError;
 use redis::{AsyncCommands, Script};
 
 use super::Fleet;

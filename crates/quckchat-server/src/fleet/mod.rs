@@ -8,12 +8,12 @@ pub mod order;
 pub mod presence;
 pub mod signals;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
 /// How long an instance's heartbeat key lives without being refreshed.
@@ -91,7 +91,10 @@ impl Fleet {
 
     /// Runs a command on the fleet's Redis, bounded in time; fails at once while Redis is
     /// known to be unreachable.
-    pub async fn run<T>(&self, command: impl std::future::Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    pub async fn run<T>(
+        &self,
+        command: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
         if !self.reachable.load(Ordering::SeqCst) {
             return Err(redis::RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,

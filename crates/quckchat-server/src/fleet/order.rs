@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use quckchat_domain::ConversationId;
 use quckchat_domain::lanes::OwnedLaneGuard;
 use quckchat_domain::ordering::{ConversationOrder, LocalOrder, Turn};
-use quckchat_domain::ConversationId;
 use redis::Script;
 
 use super::Fleet;
@@ -73,10 +73,18 @@ impl ConversationOrder for RedisOrder {
         let mut pause = Duration::from_millis(1);
         loop {
             let mut redis = self.fleet.redis.clone();
-            let taken: redis::RedisResult<Option<String>> = self.fleet.run(
-                redis::cmd("SET").arg(&key).arg(&token).arg("NX").arg("PX").arg(HOLD.as_millis() as u64).query_async(&mut redis),
-            )
-            .await;
+            let taken: redis::RedisResult<Option<String>> = self
+                .fleet
+                .run(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(HOLD.as_millis() as u64)
+                        .query_async(&mut redis),
+                )
+                .await;
             match taken {
                 Ok(Some(_)) => {
                     return Box::new(RedisTurn { _local: local, lock: Some((self.fleet.clone(), key, token)) });

@@ -46,8 +46,6 @@ impl RedisSignalBuffer {
     }
 }
 
-
-
 fn backend(e: redis::RedisError) -> StoreError {
     StoreError::backend(e)
 }

@@ -2,9 +2,9 @@
 //! `{success: false, error: {code, message}}` (CONTRACT §3).
 
 use quckchat_domain::DomainError;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
 /// Why an event was refused, as a client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

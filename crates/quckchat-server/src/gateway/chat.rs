@@ -7,12 +7,12 @@ use quckchat_domain::model::{Attachment, MessageKind};
 use quckchat_domain::values::{Emoji, MessageContent};
 use quckchat_domain::{ConversationId, MessageId};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 
-use super::ack::{id, ok_ack, payload, AckError};
-use super::dispatch::{dispatch, RateClass};
+use super::ack::{AckError, id, ok_ack, payload};
+use super::dispatch::{RateClass, dispatch};
 use super::session::{Queued, SocketCtx};
 use std::sync::Weak;
 
@@ -95,7 +95,6 @@ struct ReactionPayload {
     emoji: String,
 }
 
-
 impl ChatCommand {
     /// Parses an event and its first argument; every failure is `invalid_payload`.
     pub fn parse(event: &str, data: Value) -> Result<Self, AckError> {
@@ -165,7 +164,9 @@ async fn execute(state: &AppState, ctx: &SocketCtx, command: ChatCommand) -> Res
         }
         ChatCommand::Read { message_id } => {
             let r = chat.mark_read(actor, message_id).await?;
-            ok_ack(json!({ "messageId": r.message_id, "conversationId": r.conversation_id, "seq": r.seq, "readAt": r.read_at }))
+            ok_ack(
+                json!({ "messageId": r.message_id, "conversationId": r.conversation_id, "seq": r.seq, "readAt": r.read_at }),
+            )
         }
         ChatCommand::Typing { conversation_id, typing } => {
             chat.typing(actor, conversation_id, typing).await?;

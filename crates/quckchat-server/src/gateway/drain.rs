@@ -2,8 +2,8 @@
 //! client retries after reconnecting, idempotently by `clientMessageId`), and shutdown
 //! waits for the events already running to finish and be acked.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use axum::http::header::AUTHORIZATION;
 use serde_json::Value;
+use socketioxide::ParserError;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
-use socketioxide::ParserError;
 
 use super::session::SocketCtx;
 use super::{session_room, user_room};
-use crate::auth::{strip_bearer, Principal};
+use crate::auth::{Principal, strip_bearer};
 use crate::state::AppState;
 
 /// The one refusal clients see.

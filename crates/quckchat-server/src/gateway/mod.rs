@@ -16,11 +16,11 @@ use std::sync::{Arc, Weak};
 use quckchat_domain::realtime::{Device, DeviceId};
 use quckchat_domain::{ConversationId, SessionId, UserId};
 use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
-use socketioxide::adapter::Adapter;
 use socketioxide_core::adapter::DefinedAdapter;
-use socketioxide::SocketIo;
 
 use crate::state::AppState;
 use session::{PresenceGuard, Queued, SocketCtx};
@@ -93,7 +93,8 @@ pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: &Arc<AppSt
     };
     inits.push(io.ns("/", (async |_: SocketRef<A>| {}).with(root)));
 
-    let handshake = move |socket: SocketRef<A>, TryData(auth): TryData<Value>| webrtc_handshake(weak.clone(), socket, auth);
+    let handshake =
+        move |socket: SocketRef<A>, TryData(auth): TryData<Value>| webrtc_handshake(weak.clone(), socket, auth);
     inits.push(io.ns(webrtc::NAMESPACE, (async |_: SocketRef<A>| {}).with(handshake)));
     inits
 }

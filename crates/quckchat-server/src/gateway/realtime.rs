@@ -24,7 +24,12 @@ pub struct SocketIoRealtime<A: Adapter> {
 }
 
 /// `{callId, from, <field>: <payload>}` with the payload written as the sender sent it.
-fn signal_body(call_id: impl std::fmt::Display, from: impl std::fmt::Display, field: &str, payload: &str) -> Option<Box<RawValue>> {
+fn signal_body(
+    call_id: impl std::fmt::Display,
+    from: impl std::fmt::Display,
+    field: &str,
+    payload: &str,
+) -> Option<Box<RawValue>> {
     let payload = RawValue::from_string(payload.to_string()).ok()?;
     RawValue::from_string(format!("{{\"callId\":\"{call_id}\",\"from\":\"{from}\",\"{field}\":{payload}}}")).ok()
 }

@@ -3,8 +3,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,8 +12,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use quckchat_domain::{SessionId, UserId};
 use socketioxide::adapter::Adapter;
 use socketioxide::handler::FromMessageParts;
-use socketioxide::socket::Socket;
 use socketioxide::handler::Value;
+use socketioxide::socket::Socket;
 use tokio::sync::Notify;
 
 use crate::config::Config;

@@ -9,12 +9,12 @@ use quckchat_domain::events::{SignalKind, SignalPayload};
 use quckchat_domain::realtime::{Device, DeviceId};
 use quckchat_domain::{CallId, ConversationId, UserId};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 
-use super::ack::{id, ok_ack, payload, AckError};
-use super::dispatch::{dispatch, RateClass};
+use super::ack::{AckError, id, ok_ack, payload};
+use super::dispatch::{RateClass, dispatch};
 use super::session::{Queued, SocketCtx};
 use std::sync::Weak;
 
@@ -97,7 +97,6 @@ struct MutePayload {
     muted: bool,
 }
 
-
 impl CallCommand {
     /// Parses an event and its first argument; every failure is `invalid_payload`.
     pub fn parse(event: &str, data: Value) -> Result<Self, AckError> {
@@ -129,9 +128,9 @@ impl CallCommand {
                     "answer" => (SignalKind::Answer, p.sdp, MAX_SDP_BYTES),
                     _ => (SignalKind::IceCandidate, p.candidate, MAX_CANDIDATE_BYTES),
                 };
-                let body = body
-                    .filter(|v| v.is_object() || v.is_string())
-                    .ok_or_else(|| AckError::InvalidPayload(format!("`{}` must be an object or a string", kind.field())))?;
+                let body = body.filter(|v| v.is_object() || v.is_string()).ok_or_else(|| {
+                    AckError::InvalidPayload(format!("`{}` must be an object or a string", kind.field()))
+                })?;
                 let text = body.to_string();
                 if text.len() > max {
                     return Err(AckError::InvalidPayload(format!("`{}` is larger than {max} bytes", kind.field())));
@@ -145,7 +144,11 @@ impl CallCommand {
             }
             "mute:audio" | "mute:video" => {
                 let p: MutePayload = payload(data)?;
-                Self::Mute { call_id: id(&p.call_id, "callId", CallId::parse)?, video: event == "mute:video", muted: p.muted }
+                Self::Mute {
+                    call_id: id(&p.call_id, "callId", CallId::parse)?,
+                    video: event == "mute:video",
+                    muted: p.muted,
+                }
             }
             other => return Err(AckError::InvalidPayload(format!("unknown event `{other}`"))),
         })
@@ -160,7 +163,12 @@ fn call_ack(state: &AppState, user: UserId, call: &Call, extra: Value) -> Value 
     ok_ack(body)
 }
 
-async fn execute(state: &AppState, ctx: &SocketCtx, device: &DeviceId, command: CallCommand) -> Result<Value, AckError> {
+async fn execute(
+    state: &AppState,
+    ctx: &SocketCtx,
+    device: &DeviceId,
+    command: CallCommand,
+) -> Result<Value, AckError> {
     let calls = &state.calls;
     let me = Device { user: ctx.user, id: device.clone() };
     Ok(match command {

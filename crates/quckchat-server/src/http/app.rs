@@ -1,7 +1,7 @@
 //! The web client at `/app`: four static files compiled into the binary, so the server
 //! stays one file and the browser loads nothing from elsewhere.
 
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 const INDEX: &str = include_str!("../../web/index.html");

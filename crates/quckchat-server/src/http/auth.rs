@@ -59,7 +59,10 @@ pub async fn login(State(state): State<AppState>, Json(body): Json<LoginBody>) -
 /// Exchanges a refresh token for a new pair; the old one stops working.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshBody,
     responses((status = 200, body = AuthResponse), (status = 401, body = super::error::ErrorBody)))]
-pub async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshBody>) -> Result<Json<AuthResponse>, ApiError> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshBody>,
+) -> Result<Json<AuthResponse>, ApiError> {
     Ok(Json(state.auth.refresh(&body.refresh_token).await?))
 }
 

@@ -6,7 +6,7 @@ use quckchat_domain::call_model::Call;
 use quckchat_domain::{CallId, ConversationId};
 use serde::{Deserialize, Serialize};
 
-use super::error::{parse_id, ApiError, Json, Query};
+use super::error::{ApiError, Json, Query, parse_id};
 use super::extract::AuthUser;
 use crate::ice::IceConfig;
 use crate::state::AppState;
@@ -31,7 +31,11 @@ pub struct CallList {
 /// One call (participants only).
 #[utoipa::path(get, path = "/api/v1/calls/{id}", tag = "calls", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
-pub async fn get(State(state): State<AppState>, AuthUser(who): AuthUser, Path(id): Path<String>) -> Result<Json<Call>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Call>, ApiError> {
     let id = parse_id(&id, "call", CallId::parse)?;
     Ok(Json(state.calls.call_for(who.user_id, id).await?))
 }

@@ -9,7 +9,7 @@ use quckchat_domain::values::{BoundedText, DisplayName};
 use quckchat_domain::{ConversationId, UserId};
 use serde::{Deserialize, Serialize};
 
-use super::error::{parse_id, ApiError, Json, Query};
+use super::error::{ApiError, Json, Query, parse_id};
 use super::extract::AuthUser;
 use crate::state::AppState;
 

@@ -1,8 +1,8 @@
 //! The HTTP boundary's one error type: every failure becomes
 //! `{statusCode, message, error, timestamp}` with the matching status (CONTRACT §2).
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::FromRequest;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quckchat_domain::DomainError;

@@ -9,7 +9,7 @@ use quckchat_domain::values::MessageContent;
 use quckchat_domain::{ConversationId, MessageId};
 use serde::{Deserialize, Serialize};
 
-use super::error::{parse_id, ApiError, Json, Query};
+use super::error::{ApiError, Json, Query, parse_id};
 use super::extract::AuthUser;
 use crate::state::AppState;
 
@@ -78,7 +78,11 @@ pub async fn edit(
 /// Deletes a message (the sender, or a group admin); it keeps its `seq`.
 #[utoipa::path(delete, path = "/api/v1/messages/{id}", tag = "messages", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204), (status = 403, body = super::error::ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, AuthUser(who): AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id, "message", MessageId::parse)?;
     state.chat.delete_message(who.user_id, id).await?;
     Ok(StatusCode::NO_CONTENT)

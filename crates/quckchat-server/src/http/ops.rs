@@ -1,7 +1,7 @@
 //! Operations: health and metrics.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 

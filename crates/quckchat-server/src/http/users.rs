@@ -1,12 +1,12 @@
 //! `/users`: one's profile, other users, search.
 
 use axum::extract::{Path, State};
+use quckchat_domain::UserId;
 use quckchat_domain::model::{ProfilePatch, User};
 use quckchat_domain::values::{BoundedText, DisplayName};
-use quckchat_domain::UserId;
 use serde::{Deserialize, Serialize};
 
-use super::error::{parse_id, ApiError, Json, Query};
+use super::error::{ApiError, Json, Query, parse_id};
 use super::extract::AuthUser;
 use crate::state::AppState;
 
@@ -73,7 +73,11 @@ pub async fn search(
 
 /// One user. `status` and `lastSeen` are shown only to those who share a conversation.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = Object), (status = 404, body = super::error::ErrorBody)))]
-pub async fn get(State(state): State<AppState>, AuthUser(who): AuthUser, Path(id): Path<String>) -> Result<Json<User>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(who): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<User>, ApiError> {
     let id = parse_id(&id, "user", UserId::parse)?;
     Ok(Json(state.chat.user(who.user_id, id).await?))
 }

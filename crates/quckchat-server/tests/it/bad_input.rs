@@ -21,11 +21,7 @@ async fn assert_all_invalid(actor: &Client, event: &str, payloads: &[Value]) {
         .await
         .unwrap_or_else(|e| panic!("{event} without an argument is acked: {e}"));
     let ack = ack.into_iter().next().unwrap_or(Value::Null);
-    assert_eq!(
-        refused(&ack),
-        "invalid_payload",
-        "{event} without an argument: {ack}"
-    );
+    assert_eq!(refused(&ack), "invalid_payload", "{event} without an argument: {ack}");
 }
 
 /// Alice and Bob with a conversation and one message from alice that both have seen.
@@ -92,10 +88,7 @@ async fn malformed_message_edit() {
 
     let stored = t.app.message(&t.alice, &conv, id.as_str().unwrap()).await;
     assert_eq!(stored["content"], json!("original"));
-    assert!(
-        stored.get("editedAt").is_none_or(Value::is_null),
-        "{stored}"
-    );
+    assert!(stored.get("editedAt").is_none_or(Value::is_null), "{stored}");
     assert_quiet(&mut t.b, &t.a, &conv).await;
 }
 
@@ -114,15 +107,9 @@ async fn malformed_message_delete() {
     let conv = t.conv.clone();
     assert_all_invalid(&t.a, "message:delete", &payloads).await;
 
-    let stored = t
-        .app
-        .message(&t.alice, &conv, m["id"].as_str().unwrap())
-        .await;
+    let stored = t.app.message(&t.alice, &conv, m["id"].as_str().unwrap()).await;
     assert_eq!(stored["content"], json!("keep"));
-    assert!(
-        stored.get("deletedAt").is_none_or(Value::is_null),
-        "{stored}"
-    );
+    assert!(stored.get("deletedAt").is_none_or(Value::is_null), "{stored}");
     assert_quiet(&mut t.b, &t.a, &conv).await;
 }
 
@@ -141,10 +128,7 @@ async fn malformed_message_read() {
     // Bob is the reader here; alice watches.
     assert_all_invalid(&t.b, "message:read", &payloads).await;
 
-    let stored = t
-        .app
-        .message(&t.alice, &conv, m["id"].as_str().unwrap())
-        .await;
+    let stored = t.app.message(&t.alice, &conv, m["id"].as_str().unwrap()).await;
     assert_eq!(stored["readBy"], json!([]), "{stored}");
     assert_quiet(&mut t.a, &t.b, &conv).await;
 }
@@ -169,12 +153,7 @@ async fn malformed_typing() {
 async fn malformed_stop_typing() {
     let mut t = trio(spawn_app_with(relaxed).await).await;
     let conv = t.conv.clone();
-    let payloads = [
-        json!(0),
-        json!({}),
-        json!({ "conversationId": false }),
-        json!({ "conversationId": "nope" }),
-    ];
+    let payloads = [json!(0), json!({}), json!({ "conversationId": false }), json!({ "conversationId": "nope" })];
     assert_all_invalid(&t.a, "user:stop-typing", &payloads).await;
 
     assert_quiet(&mut t.b, &t.a, &conv).await;
@@ -207,15 +186,8 @@ async fn malformed_reaction_add() {
 async fn malformed_reaction_remove() {
     let (mut t, m) = with_message("react to me").await;
     let id = m["id"].clone();
-    ok(emit(
-        &t.b,
-        "reaction:add",
-        json!({ "messageId": id, "emoji": "👍" }),
-    )
-    .await);
-    t.a.expect("reaction:added", T)
-        .await
-        .expect("alice sees the reaction");
+    ok(emit(&t.b, "reaction:add", json!({ "messageId": id, "emoji": "👍" })).await);
+    t.a.expect("reaction:added", T).await.expect("alice sees the reaction");
     let payloads = [
         json!(["👍"]),
         json!({}),
@@ -229,11 +201,7 @@ async fn malformed_reaction_remove() {
     assert_all_invalid(&t.b, "reaction:remove", &payloads).await;
 
     let stored = t.app.message(&t.alice, &conv, id.as_str().unwrap()).await;
-    assert_eq!(
-        stored["reactions"],
-        json!([{ "emoji": "👍", "userId": t.bob.id }]),
-        "{stored}"
-    );
+    assert_eq!(stored["reactions"], json!([{ "emoji": "👍", "userId": t.bob.id }]), "{stored}");
     assert_quiet(&mut t.a, &t.b, &conv).await;
 }
 
@@ -249,12 +217,7 @@ async fn content_is_limited_to_ten_thousand_characters() {
     let got = expect_message(&mut t.b, &sent["id"]).await;
     assert_eq!(got["content"], json!(longest));
 
-    let ack = emit(
-        &t.a,
-        "message:send",
-        json!({ "conversationId": conv, "content": "a".repeat(10_001) }),
-    )
-    .await;
+    let ack = emit(&t.a, "message:send", json!({ "conversationId": conv, "content": "a".repeat(10_001) })).await;
     assert_eq!(refused(&ack), "invalid_payload");
     assert_quiet(&mut t.b, &t.a, &conv).await;
     assert_eq!(t.app.history(&t.alice, &conv, "afterSeq=0").await.len(), 2);
@@ -266,31 +229,15 @@ async fn an_emoji_is_limited_to_64_bytes() {
     let conv = t.conv.clone();
     let sixty_four = "😀".repeat(16);
     assert_eq!(sixty_four.len(), 64);
-    ok(emit(
-        &t.b,
-        "reaction:add",
-        json!({ "messageId": m["id"], "emoji": sixty_four }),
-    )
-    .await);
-    let added =
-        t.a.expect("reaction:added", T)
-            .await
-            .expect("64 bytes is a valid emoji");
+    ok(emit(&t.b, "reaction:add", json!({ "messageId": m["id"], "emoji": sixty_four })).await);
+    let added = t.a.expect("reaction:added", T).await.expect("64 bytes is a valid emoji");
     assert_eq!(added["emoji"], json!(sixty_four));
 
     let sixty_five = format!("{sixty_four}a");
-    let ack = emit(
-        &t.b,
-        "reaction:add",
-        json!({ "messageId": m["id"], "emoji": sixty_five }),
-    )
-    .await;
+    let ack = emit(&t.b, "reaction:add", json!({ "messageId": m["id"], "emoji": sixty_five })).await;
     assert_eq!(refused(&ack), "invalid_payload");
     assert_quiet(&mut t.a, &t.b, &conv).await;
-    let stored = t
-        .app
-        .message(&t.alice, &conv, m["id"].as_str().unwrap())
-        .await;
+    let stored = t.app.message(&t.alice, &conv, m["id"].as_str().unwrap()).await;
     assert_eq!(stored["reactions"].as_array().unwrap().len(), 1, "{stored}");
 }
 
@@ -299,21 +246,12 @@ async fn an_unknown_event_is_answered_and_harmless() {
     let mut t = trio(spawn_app_with(relaxed).await).await;
     let conv = t.conv.clone();
     for event in ["message:explode", "MESSAGE:SEND", "call:initiate", "x"] {
-        let ack = emit(
-            &t.a,
-            event,
-            json!({ "conversationId": conv, "content": "hi" }),
-        )
-        .await;
+        let ack = emit(&t.a, event, json!({ "conversationId": conv, "content": "hi" })).await;
         assert_eq!(refused(&ack), "invalid_payload", "{event}: {ack}");
     }
     // Without an ack asked for: nothing comes back, the socket stays.
-    t.a.emit("message:explode", json!({ "boom": true }))
-        .await
-        .expect("emit");
-    t.a.emit("message:send", json!("not an object"))
-        .await
-        .expect("emit");
+    t.a.emit("message:explode", json!({ "boom": true })).await.expect("emit");
+    t.a.emit("message:send", json!("not an object")).await.expect("emit");
     assert!(t.a.is_connected());
     assert_quiet(&mut t.b, &t.a, &conv).await;
 }
@@ -324,25 +262,13 @@ async fn unknown_ids_are_not_found() {
     let conv = t.conv.clone();
     let ghost = uuid::Uuid::now_v7().to_string();
     for (event, payload) in [
-        (
-            "message:send",
-            json!({ "conversationId": ghost, "content": "hi" }),
-        ),
+        ("message:send", json!({ "conversationId": ghost, "content": "hi" })),
         ("user:typing", json!({ "conversationId": ghost })),
-        (
-            "message:edit",
-            json!({ "messageId": ghost, "content": "x" }),
-        ),
+        ("message:edit", json!({ "messageId": ghost, "content": "x" })),
         ("message:delete", json!({ "messageId": ghost })),
-        (
-            "message:read",
-            json!({ "messageId": ghost, "conversationId": conv }),
-        ),
+        ("message:read", json!({ "messageId": ghost, "conversationId": conv })),
         ("reaction:add", json!({ "messageId": ghost, "emoji": "👍" })),
-        (
-            "reaction:remove",
-            json!({ "messageId": ghost, "emoji": "👍" }),
-        ),
+        ("reaction:remove", json!({ "messageId": ghost, "emoji": "👍" })),
     ] {
         let ack = emit(&t.a, event, payload.clone()).await;
         assert_eq!(refused(&ack), "not_found", "{event} {payload}: {ack}");
@@ -355,25 +281,13 @@ async fn editing_or_deleting_someone_elses_message_is_forbidden() {
     let (mut t, m) = with_message("alice's words").await;
     let conv = t.conv.clone();
 
-    let ack = emit(
-        &t.b,
-        "message:edit",
-        json!({ "messageId": m["id"], "content": "bob's words" }),
-    )
-    .await;
+    let ack = emit(&t.b, "message:edit", json!({ "messageId": m["id"], "content": "bob's words" })).await;
     assert_eq!(refused(&ack), "forbidden");
     let ack = emit(&t.b, "message:delete", json!({ "messageId": m["id"] })).await;
-    assert_eq!(
-        refused(&ack),
-        "forbidden",
-        "in a single conversation only the sender deletes"
-    );
+    assert_eq!(refused(&ack), "forbidden", "in a single conversation only the sender deletes");
 
     assert_quiet(&mut t.a, &t.b, &conv).await;
-    let stored = t
-        .app
-        .message(&t.alice, &conv, m["id"].as_str().unwrap())
-        .await;
+    let stored = t.app.message(&t.alice, &conv, m["id"].as_str().unwrap()).await;
     assert_eq!(stored["content"], json!("alice's words"));
     assert!(stored.get("editedAt").is_none_or(Value::is_null));
     assert!(stored.get("deletedAt").is_none_or(Value::is_null));
@@ -394,34 +308,18 @@ async fn a_read_receipt_counts_in_the_messages_own_conversation() {
     app.wait_chat_sockets(2).await;
     let mut a = app.chat(&alice).await;
     app.wait_chat_sockets(3).await;
-    c.expect("user:online", T)
-        .await
-        .expect("carol is told alice is online");
-    b.expect("user:online", T)
-        .await
-        .expect("bob is told alice is online");
+    c.expect("user:online", T).await.expect("carol is told alice is online");
+    b.expect("user:online", T).await.expect("bob is told alice is online");
 
     let m = send(&a, &ab, "for bob").await;
     expect_message(&mut a, &m["id"]).await;
     expect_message(&mut b, &m["id"]).await;
 
     // Bob claims the message is in alice's conversation with carol.
-    let ack = ok(emit(
-        &b,
-        "message:read",
-        json!({ "messageId": m["id"], "conversationId": ac }),
-    )
-    .await);
-    assert_eq!(
-        ack["conversationId"],
-        json!(ab),
-        "the ack names the real conversation: {ack}"
-    );
+    let ack = ok(emit(&b, "message:read", json!({ "messageId": m["id"], "conversationId": ac })).await);
+    assert_eq!(ack["conversationId"], json!(ab), "the ack names the real conversation: {ack}");
 
-    let read = a
-        .expect("message:read", T)
-        .await
-        .expect("alice gets the receipt");
+    let read = a.expect("message:read", T).await.expect("alice gets the receipt");
     assert_eq!(read["conversationId"], json!(ab));
     assert_eq!(read["messageId"], m["id"]);
     assert_eq!(read["userId"], json!(bob.id));
@@ -430,23 +328,11 @@ async fn a_read_receipt_counts_in_the_messages_own_conversation() {
     assert_quiet(&mut c, &a, &ac).await;
 
     let (_, real) = app.get(&format!("/conversations/{ab}"), &bob.token).await;
-    let bob_in_ab = real["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["userId"] == json!(bob.id))
-        .cloned()
-        .unwrap();
-    assert_eq!(
-        bob_in_ab["lastReadSeq"], m["seq"],
-        "recorded in the real conversation: {real}"
-    );
+    let bob_in_ab =
+        real["participants"].as_array().unwrap().iter().find(|p| p["userId"] == json!(bob.id)).cloned().unwrap();
+    assert_eq!(bob_in_ab["lastReadSeq"], m["seq"], "recorded in the real conversation: {real}");
     let (status, claimed) = app.get(&format!("/conversations/{ac}"), &bob.token).await;
-    assert_eq!(
-        status.as_u16(),
-        404,
-        "bob is still no member of the claimed conversation: {claimed}"
-    );
+    assert_eq!(status.as_u16(), 404, "bob is still no member of the claimed conversation: {claimed}");
     let stored = app.message(&alice, &ab, m["id"].as_str().unwrap()).await;
     assert_eq!(stored["readBy"].as_array().unwrap().len(), 1, "{stored}");
 }

@@ -10,10 +10,10 @@ use quckchat_domain::events::{SignalKind, SignalPayload};
 use quckchat_domain::presence::PresenceRegistry;
 use quckchat_domain::realtime::{Device, DeviceId};
 use quckchat_domain::{CallId, UserId};
+use quckchat_server::fleet::Fleet;
 use quckchat_server::fleet::devices::RedisDevices;
 use quckchat_server::fleet::presence::RedisPresence;
 use quckchat_server::fleet::signals::RedisSignalBuffer;
-use quckchat_server::fleet::Fleet;
 use redis::AsyncCommands;
 
 fn redis_url() -> String {
@@ -104,8 +104,8 @@ async fn devices_live_while_their_instance_does() {
 #[tokio::test]
 #[ignore = "needs Redis: set REDIS_URL_TEST"]
 async fn a_conversation_turn_is_held_by_one_instance_at_a_time() {
-    use quckchat_domain::ordering::ConversationOrder;
     use quckchat_domain::ConversationId;
+    use quckchat_domain::ordering::ConversationOrder;
     use quckchat_server::fleet::order::RedisOrder;
 
     let (a, b) = two_instances().await;

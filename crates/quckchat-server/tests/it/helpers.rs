@@ -138,9 +138,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 pub async fn spawn_in(dir: TestDir, configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(dir.path());
     configure(&mut config);
-    let server = Server::build_with(config, test_push_policy())
-        .await
-        .expect("build the server");
+    let server = Server::build_with(config, test_push_policy()).await.expect("build the server");
     let addr = server.local_addr();
     let state = server.state().clone();
     let (shutdown, stop) = oneshot::channel::<()>();
@@ -151,15 +149,7 @@ pub async fn spawn_in(dir: TestDir, configure: impl FnOnce(&mut Config)) -> Test
             std::future::pending::<()>().await;
         }
     }));
-    TestApp {
-        base_url: format!("http://{addr}"),
-        addr,
-        state,
-        dir,
-        http: reqwest::Client::new(),
-        shutdown,
-        server,
-    }
+    TestApp { base_url: format!("http://{addr}"), addr, state, dir, http: reqwest::Client::new(), shutdown, server }
 }
 
 /// A registered user.
@@ -179,13 +169,7 @@ impl TestApp {
     /// Shuts the server down gracefully, waits for it to stop, and gives back its data
     /// directory for a restart.
     pub async fn stop(self) -> TestDir {
-        let TestApp {
-            dir,
-            shutdown,
-            server,
-            state,
-            ..
-        } = self;
+        let TestApp { dir, shutdown, server, state, .. } = self;
         let _ = shutdown.send(());
         let result = tokio::time::timeout(Duration::from_secs(20), server)
             .await
@@ -204,9 +188,7 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}/api/v1{path}", self.base_url));
+        let mut request = self.http.request(method, format!("{}/api/v1{path}", self.base_url));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -219,8 +201,7 @@ impl TestApp {
         let body = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("body of {status} is not JSON ({e}): {text}"))
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("body of {status} is not JSON ({e}): {text}"))
         };
         (status, body)
     }
@@ -247,12 +228,7 @@ impl TestApp {
 
     /// `GET {path}` outside `/api/v1`, as text.
     pub async fn get_raw(&self, path: &str) -> (StatusCode, String) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base_url))
-            .send()
-            .await
-            .expect("answered");
+        let response = self.http.get(format!("{}{path}", self.base_url)).send().await.expect("answered");
         let status = response.status();
         (status, response.text().await.expect("body"))
     }
@@ -264,7 +240,9 @@ impl TestApp {
                 Method::POST,
                 "/auth/register",
                 None,
-                Some(json!({ "username": username, "password": PASSWORD, "displayName": format!("{username} display") })),
+                Some(
+                    json!({ "username": username, "password": PASSWORD, "displayName": format!("{username} display") }),
+                ),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "register {username}: {body}");
@@ -274,12 +252,7 @@ impl TestApp {
     /// Logs `user` in again: a second session.
     pub async fn login(&self, user: &TestUser) -> TestUser {
         let (status, body) = self
-            .api(
-                Method::POST,
-                "/auth/login",
-                None,
-                Some(json!({ "username": user.username, "password": PASSWORD })),
-            )
+            .api(Method::POST, "/auth/login", None, Some(json!({ "username": user.username, "password": PASSWORD })))
             .await;
         assert_eq!(status, StatusCode::OK, "login {}: {body}", user.username);
         user_from(&body)
@@ -292,27 +265,15 @@ impl TestApp {
 
     /// A `/chat` socket of `user`, authenticated with `auth: {token: "Bearer …"}`.
     pub async fn chat(&self, user: &TestUser) -> Client {
-        let options = self
-            .chat_options()
-            .auth(json!({ "token": format!("Bearer {}", user.token) }));
-        Client::connect(options)
-            .await
-            .unwrap_or_else(|e| panic!("{} connects to /chat: {e}", user.username))
+        let options = self.chat_options().auth(json!({ "token": format!("Bearer {}", user.token) }));
+        Client::connect(options).await.unwrap_or_else(|e| panic!("{} connects to /chat: {e}", user.username))
     }
 
     /// Creates (or finds) the single conversation of `a` with `b`; its id.
     pub async fn single(&self, a: &TestUser, b: &TestUser) -> String {
-        let (status, body) = self
-            .post(
-                "/conversations",
-                &a.token,
-                json!({ "type": "single", "participants": [b.id] }),
-            )
-            .await;
-        assert!(
-            status == StatusCode::CREATED || status == StatusCode::OK,
-            "create single: {status} {body}"
-        );
+        let (status, body) =
+            self.post("/conversations", &a.token, json!({ "type": "single", "participants": [b.id] })).await;
+        assert!(status == StatusCode::CREATED || status == StatusCode::OK, "create single: {status} {body}");
         str_of(&body["id"])
     }
 
@@ -320,11 +281,7 @@ impl TestApp {
     pub async fn group(&self, admin: &TestUser, members: &[&TestUser]) -> String {
         let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
         let (status, body) = self
-            .post(
-                "/conversations",
-                &admin.token,
-                json!({ "type": "group", "participants": ids, "name": "the group" }),
-            )
+            .post("/conversations", &admin.token, json!({ "type": "group", "participants": ids, "name": "the group" }))
             .await;
         assert_eq!(status, StatusCode::CREATED, "create group: {body}");
         str_of(&body["id"])
@@ -332,12 +289,7 @@ impl TestApp {
 
     /// A page of history: `query` is e.g. `afterSeq=0&limit=200`.
     pub async fn history(&self, user: &TestUser, conversation: &str, query: &str) -> Vec<Value> {
-        let (status, body) = self
-            .get(
-                &format!("/messages/conversation/{conversation}?{query}"),
-                &user.token,
-            )
-            .await;
+        let (status, body) = self.get(&format!("/messages/conversation/{conversation}?{query}"), &user.token).await;
         assert_eq!(status, StatusCode::OK, "history: {body}");
         body["data"].as_array().expect("data is an array").clone()
     }
@@ -355,19 +307,12 @@ impl TestApp {
     /// The gauge moves after presence has counted the socket and told co-members, so once
     /// it shows a socket, that socket's `user:online` (if any) is already on its way.
     pub fn chat_sockets(&self) -> i64 {
-        gauge(
-            &self.state.metrics.render(),
-            "quckchat_sockets_connected",
-            "namespace=\"/chat\"",
-        )
+        gauge(&self.state.metrics.render(), "quckchat_sockets_connected", "namespace=\"/chat\"")
     }
 
     /// Waits until the server counts `n` connected `/chat` sockets.
     pub async fn wait_chat_sockets(&self, n: i64) {
-        eventually(&format!("{n} counted /chat sockets"), || async {
-            self.chat_sockets() == n
-        })
-        .await;
+        eventually(&format!("{n} counted /chat sockets"), || async { self.chat_sockets() == n }).await;
     }
 }
 
@@ -393,9 +338,7 @@ fn user_from(body: &Value) -> TestUser {
 
 /// A JSON string, or a panic naming what it was instead.
 pub fn str_of(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("expected a string, got {v}"))
-        .to_string()
+    v.as_str().unwrap_or_else(|| panic!("expected a string, got {v}")).to_string()
 }
 
 /// Waits (bounded by [`T`]) until `check` holds. Only for states that no event announces
@@ -419,53 +362,31 @@ where
 
 /// Emits `event` with an ack and returns the ack (a panic if none came within [`T`]).
 pub async fn emit(client: &Client, event: &str, payload: Value) -> Value {
-    client
-        .emit_with_ack(event, payload.clone(), T)
-        .await
-        .unwrap_or_else(|e| panic!("ack of {event} {payload}: {e}"))
+    client.emit_with_ack(event, payload.clone(), T).await.unwrap_or_else(|e| panic!("ack of {event} {payload}: {e}"))
 }
 
 /// Asserts a successful ack and returns it.
 pub fn ok(ack: Value) -> Value {
-    assert_eq!(
-        ack["success"],
-        json!(true),
-        "expected a successful ack, got {ack}"
-    );
+    assert_eq!(ack["success"], json!(true), "expected a successful ack, got {ack}");
     ack
 }
 
 /// Asserts a refused ack `{success:false, error:{code, message}}` and returns the code.
 pub fn refused(ack: &Value) -> String {
-    assert_eq!(
-        ack["success"],
-        json!(false),
-        "expected a refused ack, got {ack}"
-    );
-    assert!(
-        ack["error"]["message"].is_string(),
-        "a refused ack has error.message: {ack}"
-    );
+    assert_eq!(ack["success"], json!(false), "expected a refused ack, got {ack}");
+    assert!(ack["error"]["message"].is_string(), "a refused ack has error.message: {ack}");
     str_of(&ack["error"]["code"])
 }
 
 /// Sends a text message and returns it as acked.
 pub async fn send(client: &Client, conversation: &str, content: &str) -> Value {
-    let ack = emit(
-        client,
-        "message:send",
-        json!({ "conversationId": conversation, "content": content }),
-    )
-    .await;
+    let ack = emit(client, "message:send", json!({ "conversationId": conversation, "content": content })).await;
     ok(ack)["message"].clone()
 }
 
 /// Waits for `message:new` of the message `id`.
 pub async fn expect_message(client: &mut Client, id: &Value) -> Value {
-    client
-        .expect_where("message:new", T, |m| m["id"] == *id)
-        .await
-        .unwrap_or_else(|e| panic!("message:new {id}: {e}"))
+    client.expect_where("message:new", T, |m| m["id"] == *id).await.unwrap_or_else(|e| panic!("message:new {id}: {e}"))
 }
 
 /// Asserts that the next event `client` gets (buffered or live) is `message:new` of `id`:
@@ -515,21 +436,9 @@ pub async fn trio(app: TestApp) -> Trio {
     app.wait_chat_sockets(1).await;
     let a = app.chat(&alice).await;
     app.wait_chat_sockets(2).await;
-    let online = b
-        .expect("user:online", T)
-        .await
-        .expect("bob is told alice is online");
+    let online = b.expect("user:online", T).await.expect("bob is told alice is online");
     assert_eq!(online["userId"], json!(alice.id));
     let m = app.chat(&mallory).await;
     app.wait_chat_sockets(3).await;
-    Trio {
-        app,
-        alice,
-        bob,
-        mallory,
-        conv,
-        a,
-        b,
-        m,
-    }
+    Trio { app, alice, bob, mallory, conv, a, b, m }
 }

@@ -10,9 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 async fn snapshot(app: &TestApp, alice: &TestUser, bob: &TestUser, conv: &str) -> Vec<Value> {
-    let (status, conversation) = app
-        .get(&format!("/conversations/{conv}"), &alice.token)
-        .await;
+    let (status, conversation) = app.get(&format!("/conversations/{conv}"), &alice.token).await;
     assert_eq!(status, StatusCode::OK);
     vec![
         Value::Array(app.history(alice, conv, "limit=50").await),
@@ -34,25 +32,10 @@ async fn a_restart_keeps_history_receipts_and_reactions() {
     for i in 1..=5 {
         sent.push(send(&a, &conv, &format!("before restart {i}")).await);
     }
-    ok(emit(
-        &a,
-        "message:edit",
-        json!({ "messageId": sent[1]["id"], "content": "edited" }),
-    )
-    .await);
+    ok(emit(&a, "message:edit", json!({ "messageId": sent[1]["id"], "content": "edited" })).await);
     ok(emit(&a, "message:delete", json!({ "messageId": sent[2]["id"] })).await);
-    ok(emit(
-        &b,
-        "reaction:add",
-        json!({ "messageId": sent[0]["id"], "emoji": "🔥" }),
-    )
-    .await);
-    ok(emit(
-        &b,
-        "message:read",
-        json!({ "messageId": sent[4]["id"], "conversationId": conv }),
-    )
-    .await);
+    ok(emit(&b, "reaction:add", json!({ "messageId": sent[0]["id"], "emoji": "🔥" })).await);
+    ok(emit(&b, "message:read", json!({ "messageId": sent[4]["id"], "conversationId": conv })).await);
 
     let before = snapshot(&app, &alice, &bob, &conv).await;
     assert_eq!(before[1].as_array().unwrap().len(), 5);
@@ -61,10 +44,7 @@ async fn a_restart_keeps_history_receipts_and_reactions() {
 
     let app = spawn_in(dir, relaxed).await;
     let after = snapshot(&app, &alice, &bob, &conv).await;
-    assert_eq!(
-        after, before,
-        "history, receipts, reactions and the conversation are unchanged"
-    );
+    assert_eq!(after, before, "history, receipts, reactions and the conversation are unchanged");
 
     // Tokens and seq numbering carry on.
     let a = app.chat(&alice).await;
@@ -95,53 +75,29 @@ async fn every_message_acked_before_shutdown_survives_it() {
     });
 
     // Shut down while the sends are in flight (at least one has gone through).
-    b.expect("message:new", T)
-        .await
-        .expect("the first message is delivered");
+    b.expect("message:new", T).await.expect("the first message is delivered");
     let dir = app.stop().await;
     let acks = sender.await.expect("the sender task did not panic");
-    b.wait_disconnect(T)
-        .await
-        .expect("shutdown closes every socket");
+    b.wait_disconnect(T).await.expect("shutdown closes every socket");
 
     let mut acked: HashMap<String, i64> = HashMap::new();
     for ack in acks.into_iter().flatten() {
         if ack["success"] == json!(true) {
-            acked.insert(
-                str_of(&ack["message"]["id"]),
-                ack["message"]["seq"].as_i64().unwrap(),
-            );
+            acked.insert(str_of(&ack["message"]["id"]), ack["message"]["seq"].as_i64().unwrap());
         } else {
             // Refused while draining: the client retries after reconnecting.
             let code = refused(&ack);
-            assert!(
-                code == "internal" || code == "rate_limited",
-                "refused with {code}: {ack}"
-            );
+            assert!(code == "internal" || code == "rate_limited", "refused with {code}: {ack}");
         }
     }
-    assert!(
-        !acked.is_empty(),
-        "at least one send was acked before shutdown"
-    );
+    assert!(!acked.is_empty(), "at least one send was acked before shutdown");
 
     let app = spawn_in(dir, relaxed).await;
     let history = app.history(&alice, &conv, "afterSeq=0&limit=200").await;
-    let stored: HashMap<String, i64> = history
-        .iter()
-        .map(|m| (str_of(&m["id"]), m["seq"].as_i64().unwrap()))
-        .collect();
+    let stored: HashMap<String, i64> = history.iter().map(|m| (str_of(&m["id"]), m["seq"].as_i64().unwrap())).collect();
     for (id, seq) in &acked {
-        assert_eq!(
-            stored.get(id),
-            Some(seq),
-            "acked message {id} (seq {seq}) is stored after the restart"
-        );
+        assert_eq!(stored.get(id), Some(seq), "acked message {id} (seq {seq}) is stored after the restart");
     }
     let seqs: Vec<i64> = history.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
-    assert_eq!(
-        seqs,
-        (1..=history.len() as i64).collect::<Vec<_>>(),
-        "no gaps"
-    );
+    assert_eq!(seqs, (1..=history.len() as i64).collect::<Vec<_>>(), "no gaps");
 }

@@ -21,27 +21,15 @@ async fn an_added_member_gets_conversation_new_and_the_next_message() {
 
     let before = send(&a, &group, "before carol").await;
 
-    let (status, body) = app
-        .post(
-            &format!("/conversations/{group}/members"),
-            &alice.token,
-            json!({ "userIds": [carol.id] }),
-        )
-        .await;
+    let (status, body) =
+        app.post(&format!("/conversations/{group}/members"), &alice.token, json!({ "userIds": [carol.id] })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let new = c
-        .expect("conversation:new", T)
-        .await
-        .expect("carol's socket gets conversation:new");
+    let new = c.expect("conversation:new", T).await.expect("carol's socket gets conversation:new");
     assert_eq!(new["id"], json!(group));
     assert_eq!(new["type"], json!("group"));
     assert!(
-        new["participants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["userId"] == json!(carol.id)),
+        new["participants"].as_array().unwrap().iter().any(|p| p["userId"] == json!(carol.id)),
         "carol is a participant: {new}"
     );
 
@@ -49,19 +37,12 @@ async fn an_added_member_gets_conversation_new_and_the_next_message() {
     let got = expect_message(&mut c, &after["id"]).await;
     assert_eq!(got["content"], json!("welcome carol"));
     assert!(
-        c.take_buffered()
-            .iter()
-            .all(|(name, m)| !(name == "message:new" && m["id"] == before["id"])),
+        c.take_buffered().iter().all(|(name, m)| !(name == "message:new" && m["id"] == before["id"])),
         "carol does not get messages from before she joined"
     );
 
     // And she can take part at once.
-    let reply = ok(emit(
-        &c,
-        "message:send",
-        json!({ "conversationId": group, "content": "hi all" }),
-    )
-    .await);
+    let reply = ok(emit(&c, "message:send", json!({ "conversationId": group, "content": "hi all" })).await);
     assert_eq!(reply["message"]["seq"], json!(3));
 }
 
@@ -79,37 +60,22 @@ async fn a_removed_member_stops_receiving_and_is_forbidden() {
     app.wait_chat_sockets(1).await;
     let mut a = app.chat(&alice).await;
     app.wait_chat_sockets(2).await;
-    c.expect("user:online", T)
-        .await
-        .expect("carol is told alice is online");
+    c.expect("user:online", T).await.expect("carol is told alice is online");
 
     let first = send(&a, &group, "still with us").await;
     expect_message(&mut c, &first["id"]).await;
 
-    let (status, body) = app
-        .delete(
-            &format!("/conversations/{group}/members/{}", carol.id),
-            &alice.token,
-        )
-        .await;
+    let (status, body) = app.delete(&format!("/conversations/{group}/members/{}", carol.id), &alice.token).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 
-    let removed = c
-        .expect("conversation:removed", T)
-        .await
-        .expect("carol's socket gets conversation:removed");
+    let removed = c.expect("conversation:removed", T).await.expect("carol's socket gets conversation:removed");
     assert_eq!(removed["conversationId"], json!(group));
     assert_eq!(removed["userId"], json!(carol.id));
 
     let after = send(&a, &group, "carol is gone").await;
     expect_message(&mut a, &after["id"]).await;
 
-    let ack = emit(
-        &c,
-        "message:send",
-        json!({ "conversationId": group, "content": "let me back" }),
-    )
-    .await;
+    let ack = emit(&c, "message:send", json!({ "conversationId": group, "content": "let me back" })).await;
     assert_eq!(refused(&ack), "forbidden");
     let ack = emit(&c, "user:typing", json!({ "conversationId": group })).await;
     assert_eq!(refused(&ack), "forbidden");
@@ -117,11 +83,7 @@ async fn a_removed_member_stops_receiving_and_is_forbidden() {
     // Carol received nothing from the group after leaving.
     assert_quiet_self(&mut c, &carol_dave).await;
     let history = app.history(&alice, &group, "afterSeq=0").await;
-    assert_eq!(
-        history.len(),
-        2,
-        "the refused send stored nothing: {history:?}"
-    );
+    assert_eq!(history.len(), 2, "the refused send stored nothing: {history:?}");
 }
 
 #[tokio::test]
@@ -136,13 +98,8 @@ async fn a_conversation_created_through_rest_reaches_both_sockets_at_once() {
     let mut e = app.chat(&erin).await;
     app.wait_chat_sockets(3).await;
 
-    let (status, created) = app
-        .post(
-            "/conversations",
-            &alice.token,
-            json!({ "type": "single", "participants": [dave.id] }),
-        )
-        .await;
+    let (status, created) =
+        app.post("/conversations", &alice.token, json!({ "type": "single", "participants": [dave.id] })).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let conv = created["id"].clone();
     for (who, socket) in [("alice", &mut a), ("dave", &mut d)] {

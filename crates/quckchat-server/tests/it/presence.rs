@@ -23,10 +23,7 @@ async fn online_is_told_to_co_members_only() {
     let _b = app.chat(&bob).await;
     app.wait_chat_sockets(3).await;
 
-    let online = a
-        .expect("user:online", T)
-        .await
-        .expect("alice is told bob is online");
+    let online = a.expect("user:online", T).await.expect("alice is told bob is online");
     assert_eq!(online["userId"], json!(bob.id));
     // Nothing else for alice (not mallory's arrival), nothing at all for the stranger.
     assert_quiet_self(&mut a, &ab).await;
@@ -44,10 +41,7 @@ async fn presence_counts_every_device() {
     app.wait_chat_sockets(1).await;
     let bob_phone = app.chat(&bob).await;
     app.wait_chat_sockets(2).await;
-    let online = a
-        .expect("user:online", T)
-        .await
-        .expect("alice is told bob is online");
+    let online = a.expect("user:online", T).await.expect("alice is told bob is online");
     assert_eq!(online["userId"], json!(bob.id));
 
     // A second device: no second `user:online`.
@@ -61,24 +55,14 @@ async fn presence_counts_every_device() {
     assert_quiet(&mut a, &bob_laptop, &conv).await;
     let (status, seen) = app.get(&format!("/users/{}", bob.id), &alice.token).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        seen["status"],
-        json!("online"),
-        "bob still has a device: {seen}"
-    );
+    assert_eq!(seen["status"], json!("online"), "bob still has a device: {seen}");
 
     // The last one goes: `user:offline` with `lastSeen`.
     bob_laptop.close().await;
-    let offline = a
-        .expect("user:offline", T)
-        .await
-        .expect("alice is told bob is offline");
+    let offline = a.expect("user:offline", T).await.expect("alice is told bob is offline");
     assert_eq!(offline["userId"], json!(bob.id));
     let last_seen = offline["lastSeen"].as_str().expect("lastSeen is a string");
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(last_seen).is_ok(),
-        "{offline}"
-    );
+    assert!(chrono::DateTime::parse_from_rfc3339(last_seen).is_ok(), "{offline}");
     assert_quiet_self(&mut a, &conv).await;
 
     let (_, seen) = app.get(&format!("/users/{}", bob.id), &alice.token).await;
@@ -98,66 +82,31 @@ async fn rest_shows_the_status_to_co_members_only() {
     app.wait_chat_sockets(1).await;
     let a = app.chat(&alice).await;
     app.wait_chat_sockets(2).await;
-    b.expect("user:online", T)
-        .await
-        .expect("bob is told alice is online");
+    b.expect("user:online", T).await.expect("bob is told alice is online");
 
     let (status, seen) = app.get(&format!("/users/{}", alice.id), &bob.token).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        seen["status"],
-        json!("online"),
-        "a co-member sees alice online: {seen}"
-    );
+    assert_eq!(seen["status"], json!("online"), "a co-member sees alice online: {seen}");
     let (_, me) = app.get("/users/me", &alice.token).await;
-    assert_eq!(
-        me["status"],
-        json!("online"),
-        "alice sees herself online: {me}"
-    );
+    assert_eq!(me["status"], json!("online"), "alice sees herself online: {me}");
 
-    let (status, seen) = app
-        .get(&format!("/users/{}", alice.id), &mallory.token)
-        .await;
+    let (status, seen) = app.get(&format!("/users/{}", alice.id), &mallory.token).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        seen["status"],
-        json!("offline"),
-        "a stranger is not told: {seen}"
-    );
+    assert_eq!(seen["status"], json!("offline"), "a stranger is not told: {seen}");
     let (_, found) = app.get("/users/search?q=alice", &mallory.token).await;
-    assert_eq!(
-        found["data"][0]["status"],
-        json!("offline"),
-        "nor through search: {found}"
-    );
+    assert_eq!(found["data"][0]["status"], json!("offline"), "nor through search: {found}");
     let (_, found) = app.get("/users/search?q=alice", &bob.token).await;
-    assert_eq!(
-        found["data"][0]["status"],
-        json!("online"),
-        "a co-member is, through search too: {found}"
-    );
+    assert_eq!(found["data"][0]["status"], json!("online"), "a co-member is, through search too: {found}");
 
     a.close().await;
-    let offline = b
-        .expect("user:offline", T)
-        .await
-        .expect("bob is told alice is offline");
+    let offline = b.expect("user:offline", T).await.expect("bob is told alice is offline");
     assert_eq!(offline["userId"], json!(alice.id));
 
     let (_, seen) = app.get(&format!("/users/{}", alice.id), &bob.token).await;
     assert_eq!(seen["status"], json!("offline"));
-    assert_eq!(
-        seen["lastSeen"], offline["lastSeen"],
-        "the co-member sees the same lastSeen"
-    );
-    let (_, seen) = app
-        .get(&format!("/users/{}", alice.id), &mallory.token)
-        .await;
-    assert!(
-        seen.get("lastSeen").is_none_or(|v| v.is_null()),
-        "a stranger gets no lastSeen: {seen}"
-    );
+    assert_eq!(seen["lastSeen"], offline["lastSeen"], "the co-member sees the same lastSeen");
+    let (_, seen) = app.get(&format!("/users/{}", alice.id), &mallory.token).await;
+    assert!(seen.get("lastSeen").is_none_or(|v| v.is_null()), "a stranger gets no lastSeen: {seen}");
 }
 
 #[tokio::test]
@@ -189,14 +138,7 @@ async fn offline_follows_however_the_last_socket_ends() {
     assert!(offline["lastSeen"].is_string());
 
     // The session is logged out: the server disconnects the socket itself.
-    let (status, _) = app
-        .api(
-            reqwest::Method::POST,
-            "/auth/logout",
-            Some(&carol.token),
-            None,
-        )
-        .await;
+    let (status, _) = app.api(reqwest::Method::POST, "/auth/logout", Some(&carol.token), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     a.expect_where("user:offline", T, |e| e["userId"] == json!(carol.id))
         .await

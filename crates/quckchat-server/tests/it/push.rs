@@ -41,25 +41,14 @@ impl Webhook {
     /// requests and 200 after.
     async fn start(fail_first: usize) -> Self {
         let (tx, hits) = mpsc::unbounded_channel();
-        let state = Arc::new(HookState {
-            seen: AtomicUsize::new(0),
-            fail_first,
-            hits: tx,
-        });
-        let app = Router::new()
-            .route("/push", post(receive))
-            .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the webhook");
+        let state = Arc::new(HookState { seen: AtomicUsize::new(0), fail_first, hits: tx });
+        let app = Router::new().route("/push", post(receive)).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the webhook");
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self {
-            url: format!("http://{addr}/push"),
-            hits,
-        }
+        Self { url: format!("http://{addr}/push"), hits }
     }
 
     /// The next request (a panic if none comes within [`T`]).
@@ -71,36 +60,17 @@ impl Webhook {
     }
 }
 
-async fn receive(
-    State(state): State<Arc<HookState>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> StatusCode {
+async fn receive(State(state): State<Arc<HookState>>, headers: HeaderMap, Json(body): Json<Value>) -> StatusCode {
     let n = state.seen.fetch_add(1, Ordering::SeqCst) + 1;
-    let status = if n <= state.fail_first {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    };
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    let _ = state.hits.send(Hit {
-        body,
-        idempotency_key,
-        answered: status.as_u16(),
-    });
+    let status = if n <= state.fail_first { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+    let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from);
+    let _ = state.hits.send(Hit { body, idempotency_key, answered: status.as_u16() });
     status
 }
 
 async fn pushes_for(app: &TestApp, user: &TestUser) -> Vec<PushJob> {
     let id = UserId::parse(&user.id).expect("a user id");
-    app.state
-        .store
-        .pushes_for(id)
-        .await
-        .expect("the store answers")
+    app.state.store.pushes_for(id).await.expect("the store answers")
 }
 
 fn assert_push_for(hit: &Hit, to: &TestUser, from: &TestUser, conversation: &str, message: &Value) {
@@ -127,14 +97,8 @@ async fn an_offline_member_gets_one_push_per_message_and_the_sender_none() {
     let hit = hook.next().await;
     assert_push_for(&hit, &bob, &alice, &conv, &first);
     assert_eq!(hit.answered, 200);
-    assert!(
-        hit.idempotency_key.is_some(),
-        "the job id is sent as Idempotency-Key"
-    );
-    assert!(
-        pushes_for(&app, &alice).await.is_empty(),
-        "no push is queued for the sender"
-    );
+    assert!(hit.idempotency_key.is_some(), "the job id is sent as Idempotency-Key");
+    assert!(pushes_for(&app, &alice).await.is_empty(), "no push is queued for the sender");
 
     // The next request is the next message's: nothing in between (no push for alice,
     // no second copy of the first).
@@ -145,10 +109,7 @@ async fn an_offline_member_gets_one_push_per_message_and_the_sender_none() {
     let jobs = pushes_for(&app, &bob).await;
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     eventually("both pushes marked delivered", || async {
-        pushes_for(&app, &bob)
-            .await
-            .iter()
-            .all(|j| j.delivered_at.is_some())
+        pushes_for(&app, &bob).await.iter().all(|j| j.delivered_at.is_some())
     })
     .await;
 }
@@ -165,19 +126,12 @@ async fn an_online_member_gets_no_push() {
     app.wait_chat_sockets(1).await;
 
     let b = app.chat(&bob).await;
-    a.expect("user:online", T)
-        .await
-        .expect("alice is told bob is online");
+    a.expect("user:online", T).await.expect("alice is told bob is online");
     let while_online = send(&a, &conv, "you are online").await;
-    assert!(
-        pushes_for(&app, &bob).await.is_empty(),
-        "nothing queued for an online member"
-    );
+    assert!(pushes_for(&app, &bob).await.is_empty(), "nothing queued for an online member");
 
     b.close().await;
-    a.expect("user:offline", T)
-        .await
-        .expect("alice is told bob is offline");
+    a.expect("user:offline", T).await.expect("alice is told bob is offline");
     let while_offline = send(&a, &conv, "now you are not").await;
     let hit = hook.next().await;
     assert_push_for(&hit, &bob, &alice, &conv, &while_offline);
@@ -197,39 +151,20 @@ async fn a_failing_webhook_is_retried_until_the_push_is_delivered_once() {
 
     let m = send(&a, &conv, "retry me").await;
     let attempts = [hook.next().await, hook.next().await, hook.next().await];
-    assert_eq!(
-        attempts.iter().map(|h| h.answered).collect::<Vec<_>>(),
-        vec![500, 500, 200]
-    );
+    assert_eq!(attempts.iter().map(|h| h.answered).collect::<Vec<_>>(), vec![500, 500, 200]);
     for (i, hit) in attempts.iter().enumerate() {
         assert_push_for(hit, &bob, &alice, &conv, &m);
-        assert_eq!(
-            hit.idempotency_key, attempts[0].idempotency_key,
-            "the same job each time"
-        );
-        assert_eq!(
-            hit.body["attempt"],
-            json!(i + 1),
-            "attempt {} is numbered: {}",
-            i + 1,
-            hit.body
-        );
+        assert_eq!(hit.idempotency_key, attempts[0].idempotency_key, "the same job each time");
+        assert_eq!(hit.body["attempt"], json!(i + 1), "attempt {} is numbered: {}", i + 1, hit.body);
     }
 
     eventually("the push is marked delivered", || async {
-        pushes_for(&app, &bob)
-            .await
-            .first()
-            .is_some_and(|j| j.delivered_at.is_some())
+        pushes_for(&app, &bob).await.first().is_some_and(|j| j.delivered_at.is_some())
     })
     .await;
     let jobs = pushes_for(&app, &bob).await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
-    assert!(
-        jobs[0].attempts >= 2,
-        "the failed attempts are recorded: {:?}",
-        jobs[0]
-    );
+    assert!(jobs[0].attempts >= 2, "the failed attempts are recorded: {:?}", jobs[0]);
     assert!(jobs[0].last_error.is_some(), "{:?}", jobs[0]);
     assert!(jobs[0].failed_at.is_none(), "{:?}", jobs[0]);
     assert_eq!(Some(jobs[0].id.to_string()), attempts[0].idempotency_key);
@@ -268,10 +203,7 @@ async fn a_queued_push_is_delivered_after_a_restart() {
     let hit = hook.next().await;
     assert_push_for(&hit, &bob, &alice, &conv, &next);
     eventually("both pushes marked delivered", || async {
-        pushes_for(&app, &bob)
-            .await
-            .iter()
-            .all(|j| j.delivered_at.is_some())
+        pushes_for(&app, &bob).await.iter().all(|j| j.delivered_at.is_some())
     })
     .await;
 }

@@ -8,12 +8,7 @@ use crate::auth::assert_error_body;
 use crate::helpers::*;
 
 fn ids(list: &Value) -> Vec<String> {
-    list["data"]
-        .as_array()
-        .expect("data is an array")
-        .iter()
-        .map(|c| str_of(&c["id"]))
-        .collect()
+    list["data"].as_array().expect("data is an array").iter().map(|c| str_of(&c["id"])).collect()
 }
 
 fn role_of(conversation: &Value, user: &TestUser) -> Option<String> {
@@ -38,7 +33,11 @@ async fn users_me_can_be_read_and_changed() {
     assert!(me["createdAt"].is_string());
 
     let (status, changed) = app
-        .put("/users/me", &alice.token, json!({ "displayName": "Alice A.", "bio": "hi there", "avatar": "https://x.example/a.png" }))
+        .put(
+            "/users/me",
+            &alice.token,
+            json!({ "displayName": "Alice A.", "bio": "hi there", "avatar": "https://x.example/a.png" }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(changed["displayName"], json!("Alice A."));
@@ -46,9 +45,7 @@ async fn users_me_can_be_read_and_changed() {
     assert_eq!(changed["avatar"], json!("https://x.example/a.png"));
 
     // A partial change leaves the rest as it was.
-    let (status, changed) = app
-        .put("/users/me", &alice.token, json!({ "bio": "bye" }))
-        .await;
+    let (status, changed) = app.put("/users/me", &alice.token, json!({ "bio": "bye" })).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(changed["displayName"], json!("Alice A."));
     assert_eq!(changed["bio"], json!("bye"));
@@ -57,9 +54,7 @@ async fn users_me_can_be_read_and_changed() {
     assert_eq!(again["displayName"], json!("Alice A."));
     assert_eq!(again["bio"], json!("bye"));
 
-    let (status, body) = app
-        .put("/users/me", &alice.token, json!({ "displayName": "" }))
-        .await;
+    let (status, body) = app.put("/users/me", &alice.token, json!({ "displayName": "" })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_error_body(status, &body);
 }
@@ -77,29 +72,18 @@ async fn users_can_be_read_by_id_and_searched() {
     assert_eq!(user["username"], json!("bob"));
     assert!(user.get("passwordHash").is_none());
 
-    let (status, body) = app
-        .get(&format!("/users/{}", uuid::Uuid::now_v7()), &alice.token)
-        .await;
+    let (status, body) = app.get(&format!("/users/{}", uuid::Uuid::now_v7()), &alice.token).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_error_body(status, &body);
 
     let (status, found) = app.get("/users/search?q=bob", &alice.token).await;
     assert_eq!(status, StatusCode::OK);
-    let mut names: Vec<String> = found["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| str_of(&u["username"]))
-        .collect();
+    let mut names: Vec<String> = found["data"].as_array().unwrap().iter().map(|u| str_of(&u["username"])).collect();
     names.sort();
     assert_eq!(names, vec!["bob", "bobby"]);
 
     let (_, found) = app.get("/users/search?q=BOB&limit=1", &alice.token).await;
-    assert_eq!(
-        found["data"].as_array().unwrap().len(),
-        1,
-        "limit is honoured and the match ignores case"
-    );
+    assert_eq!(found["data"].as_array().unwrap().len(), 1, "limit is honoured and the match ignores case");
 
     let (_, found) = app.get("/users/search?q=zzz", &alice.token).await;
     assert_eq!(found["data"], json!([]));
@@ -111,53 +95,31 @@ async fn a_single_conversation_exists_once_per_pair() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
 
-    let (status, created) = app
-        .post(
-            "/conversations",
-            &alice.token,
-            json!({ "type": "single", "participants": [bob.id] }),
-        )
-        .await;
+    let (status, created) =
+        app.post("/conversations", &alice.token, json!({ "type": "single", "participants": [bob.id] })).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["type"], json!("single"));
     assert_eq!(created["createdBy"], json!(alice.id));
     assert_eq!(created["lastSeq"], json!(0));
     assert_eq!(created["unreadCount"], json!(0));
     assert!(created["createdAt"].is_string());
-    let mut members: Vec<String> = created["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| str_of(&p["userId"]))
-        .collect();
+    let mut members: Vec<String> =
+        created["participants"].as_array().unwrap().iter().map(|p| str_of(&p["userId"])).collect();
     members.sort();
     let mut want = vec![alice.id.clone(), bob.id.clone()];
     want.sort();
     assert_eq!(members, want);
     for p in created["participants"].as_array().unwrap() {
-        assert!(
-            p["joinedAt"].is_string() && p["lastReadSeq"] == json!(0),
-            "{p}"
-        );
+        assert!(p["joinedAt"].is_string() && p["lastReadSeq"] == json!(0), "{p}");
     }
 
-    let (status, again) = app
-        .post(
-            "/conversations",
-            &alice.token,
-            json!({ "type": "single", "participants": [bob.id] }),
-        )
-        .await;
+    let (status, again) =
+        app.post("/conversations", &alice.token, json!({ "type": "single", "participants": [bob.id] })).await;
     assert_eq!(status, StatusCode::OK, "the same pair again: {again}");
     assert_eq!(again["id"], created["id"]);
 
-    let (status, reverse) = app
-        .post(
-            "/conversations",
-            &bob.token,
-            json!({ "type": "single", "participants": [alice.id] }),
-        )
-        .await;
+    let (status, reverse) =
+        app.post("/conversations", &bob.token, json!({ "type": "single", "participants": [alice.id] })).await;
     assert_eq!(status, StatusCode::OK, "from the other side: {reverse}");
     assert_eq!(reverse["id"], created["id"]);
 
@@ -168,10 +130,7 @@ async fn a_single_conversation_exists_once_per_pair() {
             json!({ "type": "single", "participants": [uuid::Uuid::now_v7().to_string()] }),
         )
         .await;
-    assert!(
-        status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST,
-        "an unknown peer: {status} {body}"
-    );
+    assert!(status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST, "an unknown peer: {status} {body}");
     assert_error_body(status, &body);
 }
 
@@ -223,32 +182,15 @@ async fn conversations_are_listed_most_recent_activity_first() {
     }
     let (status, listed) = app.get("/conversations", &alice.token).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        ids(&listed),
-        vec![with_bob.clone(), group.clone(), with_carol.clone()],
-        "{listed}"
-    );
+    assert_eq!(ids(&listed), vec![with_bob.clone(), group.clone(), with_carol.clone()], "{listed}");
     assert!(listed["data"][0]["lastMessageAt"].is_string());
-    assert!(
-        listed["data"][0]["lastSeq"]
-            .as_i64()
-            .is_some_and(|s| s >= 1)
-    );
+    assert!(listed["data"][0]["lastSeq"].as_i64().is_some_and(|s| s >= 1));
 
     let (_, page) = app.get("/conversations?limit=2", &alice.token).await;
     assert_eq!(ids(&page), vec![with_bob.clone(), group.clone()]);
-    let (status, rest) = app
-        .get(
-            &format!("/conversations?limit=2&before={group}"),
-            &alice.token,
-        )
-        .await;
+    let (status, rest) = app.get(&format!("/conversations?limit=2&before={group}"), &alice.token).await;
     assert_eq!(status, StatusCode::OK, "{rest}");
-    assert_eq!(
-        ids(&rest),
-        vec![with_carol.clone()],
-        "the next page starts after the last one seen"
-    );
+    assert_eq!(ids(&rest), vec![with_carol.clone()], "the next page starts after the last one seen");
 
     let (_, bobs) = app.get("/conversations", &bob.token).await;
     assert_eq!(ids(&bobs), vec![with_bob, group], "bob sees only his");
@@ -266,23 +208,14 @@ async fn a_conversation_is_404_for_a_non_member() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(c["id"], json!(conv));
 
-    let (status, body) = app
-        .get(&format!("/conversations/{conv}"), &mallory.token)
-        .await;
+    let (status, body) = app.get(&format!("/conversations/{conv}"), &mallory.token).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_error_body(status, &body);
 
-    let (status, _) = app
-        .get(
-            &format!("/conversations/{}", uuid::Uuid::now_v7()),
-            &alice.token,
-        )
-        .await;
+    let (status, _) = app.get(&format!("/conversations/{}", uuid::Uuid::now_v7()), &alice.token).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let (status, body) = app
-        .get(&format!("/messages/conversation/{conv}"), &mallory.token)
-        .await;
+    let (status, body) = app.get(&format!("/messages/conversation/{conv}"), &mallory.token).await;
     assert!(
         status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
         "history for a non-member: {status} {body}"
@@ -297,28 +230,15 @@ async fn only_group_admins_update_a_group() {
     let bob = app.register("bob").await;
     let group = app.group(&alice, &[&bob]).await;
 
-    let (status, body) = app
-        .put(
-            &format!("/conversations/{group}"),
-            &bob.token,
-            json!({ "name": "bob's now" }),
-        )
-        .await;
+    let (status, body) = app.put(&format!("/conversations/{group}"), &bob.token, json!({ "name": "bob's now" })).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_error_body(status, &body);
 
-    let (status, renamed) = app
-        .put(
-            &format!("/conversations/{group}"),
-            &alice.token,
-            json!({ "name": "Renamed" }),
-        )
-        .await;
+    let (status, renamed) =
+        app.put(&format!("/conversations/{group}"), &alice.token, json!({ "name": "Renamed" })).await;
     assert_eq!(status, StatusCode::OK, "{renamed}");
     assert_eq!(renamed["name"], json!("Renamed"));
-    let (_, seen) = app
-        .get(&format!("/conversations/{group}"), &bob.token)
-        .await;
+    let (_, seen) = app.get(&format!("/conversations/{group}"), &bob.token).await;
     assert_eq!(seen["name"], json!("Renamed"));
 }
 
@@ -332,77 +252,39 @@ async fn group_members_are_added_and_removed_by_admins_and_may_leave() {
     let group = app.group(&alice, &[&bob]).await;
     let members = format!("/conversations/{group}/members");
 
-    let (status, body) = app
-        .post(&members, &bob.token, json!({ "userIds": [carol.id] }))
-        .await;
+    let (status, body) = app.post(&members, &bob.token, json!({ "userIds": [carol.id] })).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a member cannot add: {body}");
     assert_error_body(status, &body);
 
-    let (status, c) = app
-        .post(
-            &members,
-            &alice.token,
-            json!({ "userIds": [carol.id, dave.id] }),
-        )
-        .await;
+    let (status, c) = app.post(&members, &alice.token, json!({ "userIds": [carol.id, dave.id] })).await;
     assert_eq!(status, StatusCode::OK, "{c}");
     assert_eq!(role_of(&c, &carol).as_deref(), Some("member"));
     assert_eq!(role_of(&c, &dave).as_deref(), Some("member"));
-    let (status, _) = app
-        .get(&format!("/conversations/{group}"), &carol.token)
-        .await;
+    let (status, _) = app.get(&format!("/conversations/{group}"), &carol.token).await;
     assert_eq!(status, StatusCode::OK, "carol is in");
 
-    let (status, body) = app
-        .delete(&format!("{members}/{}", carol.id), &bob.token)
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::FORBIDDEN,
-        "a member cannot remove others: {body}"
-    );
+    let (status, body) = app.delete(&format!("{members}/{}", carol.id), &bob.token).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a member cannot remove others: {body}");
     assert_error_body(status, &body);
 
-    let (status, body) = app
-        .delete(&format!("{members}/{}", bob.id), &bob.token)
-        .await;
+    let (status, body) = app.delete(&format!("{members}/{}", bob.id), &bob.token).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "a member may leave: {body}");
-    let (status, _) = app
-        .get(&format!("/conversations/{group}"), &bob.token)
-        .await;
+    let (status, _) = app.get(&format!("/conversations/{group}"), &bob.token).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "bob is out");
 
-    let (status, _) = app
-        .delete(&format!("{members}/{}", carol.id), &alice.token)
-        .await;
+    let (status, _) = app.delete(&format!("{members}/{}", carol.id), &alice.token).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "the admin removes carol");
-    let (_, c) = app
-        .get(&format!("/conversations/{group}"), &alice.token)
-        .await;
-    let mut left: Vec<String> = c["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| str_of(&p["userId"]))
-        .collect();
+    let (_, c) = app.get(&format!("/conversations/{group}"), &alice.token).await;
+    let mut left: Vec<String> = c["participants"].as_array().unwrap().iter().map(|p| str_of(&p["userId"])).collect();
     left.sort();
     let mut want = vec![alice.id.clone(), dave.id.clone()];
     want.sort();
     assert_eq!(left, want);
 
     let single = app.single(&alice, &bob).await;
-    let (status, _) = app
-        .post(
-            &format!("/conversations/{single}/members"),
-            &alice.token,
-            json!({ "userIds": [carol.id] }),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::FORBIDDEN,
-        "a single conversation takes no members"
-    );
+    let (status, _) =
+        app.post(&format!("/conversations/{single}/members"), &alice.token, json!({ "userIds": [carol.id] })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a single conversation takes no members");
 }
 
 #[tokio::test]
@@ -423,19 +305,11 @@ async fn history_pages_before_a_message_and_after_a_seq() {
     let got: Vec<i64> = latest.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(got, vec![6, 5, 4, 3], "the latest, newest first");
 
-    let before = app
-        .history(&bob, &conv, &format!("before={}", str_of(&sent[3]["id"])))
-        .await;
+    let before = app.history(&bob, &conv, &format!("before={}", str_of(&sent[3]["id"]))).await;
     let got: Vec<i64> = before.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(got, vec![3, 2, 1], "older than m4, newest first");
 
-    let before = app
-        .history(
-            &bob,
-            &conv,
-            &format!("before={}&limit=2", str_of(&sent[3]["id"])),
-        )
-        .await;
+    let before = app.history(&bob, &conv, &format!("before={}&limit=2", str_of(&sent[3]["id"]))).await;
     let got: Vec<i64> = before.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(got, vec![3, 2]);
 
@@ -465,55 +339,24 @@ async fn rest_edits_and_deletes_reach_connected_sockets() {
     let second = send(&a, &conv, "regret").await;
     expect_message(&mut b, &second["id"]).await;
 
-    let (status, edited) = app
-        .put(
-            &format!("/messages/{}", str_of(&first["id"])),
-            &alice.token,
-            json!({ "content": "typo" }),
-        )
-        .await;
+    let (status, edited) =
+        app.put(&format!("/messages/{}", str_of(&first["id"])), &alice.token, json!({ "content": "typo" })).await;
     assert_eq!(status, StatusCode::OK, "{edited}");
     assert_eq!(edited["content"], json!("typo"));
     assert!(edited["editedAt"].is_string());
-    let updated = b
-        .expect("message:updated", T)
-        .await
-        .expect("bob gets message:updated");
+    let updated = b.expect("message:updated", T).await.expect("bob gets message:updated");
     assert_eq!(updated["id"], first["id"]);
     assert_eq!(updated["content"], json!("typo"));
 
-    let (status, body) = app
-        .put(
-            &format!("/messages/{}", str_of(&first["id"])),
-            &bob.token,
-            json!({ "content": "mine now" }),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::FORBIDDEN,
-        "only the sender edits: {body}"
-    );
-    let (status, _) = app
-        .delete(&format!("/messages/{}", str_of(&second["id"])), &bob.token)
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::FORBIDDEN,
-        "in a single conversation only the sender deletes"
-    );
+    let (status, body) =
+        app.put(&format!("/messages/{}", str_of(&first["id"])), &bob.token, json!({ "content": "mine now" })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only the sender edits: {body}");
+    let (status, _) = app.delete(&format!("/messages/{}", str_of(&second["id"])), &bob.token).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "in a single conversation only the sender deletes");
 
-    let (status, body) = app
-        .delete(
-            &format!("/messages/{}", str_of(&second["id"])),
-            &alice.token,
-        )
-        .await;
+    let (status, body) = app.delete(&format!("/messages/{}", str_of(&second["id"])), &alice.token).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let deleted = b
-        .expect("message:deleted", T)
-        .await
-        .expect("bob gets message:deleted");
+    let deleted = b.expect("message:deleted", T).await.expect("bob gets message:deleted");
     assert_eq!(deleted["messageId"], second["id"]);
     assert_eq!(deleted["conversationId"], json!(conv));
 }
@@ -529,9 +372,7 @@ async fn a_deleted_message_keeps_its_seq_with_empty_content() {
     let m2 = send(&a, &conv, "two").await;
     let m3 = send(&a, &conv, "three").await;
 
-    let (status, _) = app
-        .delete(&format!("/messages/{}", str_of(&m2["id"])), &alice.token)
-        .await;
+    let (status, _) = app.delete(&format!("/messages/{}", str_of(&m2["id"])), &alice.token).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
     let all = app.history(&bob, &conv, "afterSeq=0").await;
@@ -545,21 +386,13 @@ async fn a_deleted_message_keeps_its_seq_with_empty_content() {
     assert_eq!(all[2]["content"], json!("three"));
 
     let m4 = send(&a, &conv, "four").await;
-    assert_eq!(
-        m4["seq"],
-        json!(4),
-        "the next message does not reuse the deleted seq"
-    );
+    assert_eq!(m4["seq"], json!(4), "the next message does not reuse the deleted seq");
 }
 
 #[tokio::test]
 async fn health_reports_the_database_up() {
     let app = spawn_app().await;
-    assert!(
-        app.addr.ip().is_loopback() && app.addr.port() != 0,
-        "bound to a real loopback port: {}",
-        app.addr
-    );
+    assert!(app.addr.ip().is_loopback() && app.addr.port() != 0, "bound to a real loopback port: {}", app.addr);
     let (status, body) = app.api(reqwest::Method::GET, "/health", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], json!("ok"), "{body}");
@@ -579,24 +412,11 @@ async fn metrics_expose_sockets_events_and_store_timings() {
 
     let (status, text) = app.get_raw("/metrics").await;
     assert_eq!(status, StatusCode::OK);
-    let line = |needles: &[&str]| {
-        text.lines()
-            .any(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n)))
-    };
+    let line = |needles: &[&str]| text.lines().any(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n)));
+    assert!(line(&["quckchat_sockets_connected", "namespace=\"/chat\""]), "sockets gauge:\n{text}");
+    assert_eq!(gauge(&text, "quckchat_sockets_connected", "namespace=\"/chat\""), 1);
     assert!(
-        line(&["quckchat_sockets_connected", "namespace=\"/chat\""]),
-        "sockets gauge:\n{text}"
-    );
-    assert_eq!(
-        gauge(&text, "quckchat_sockets_connected", "namespace=\"/chat\""),
-        1
-    );
-    assert!(
-        line(&[
-            "quckchat_socket_events_total",
-            "event=\"message:send\"",
-            "outcome=\"ok\""
-        ]),
+        line(&["quckchat_socket_events_total", "event=\"message:send\"", "outcome=\"ok\""]),
         "events counter:\n{text}"
     );
     assert!(line(&["quckchat_store_seconds"]), "store timings:\n{text}");
@@ -610,12 +430,7 @@ async fn the_openapi_document_lists_the_paths() {
     let doc: Value = serde_json::from_str(&text).expect("the OpenAPI document is JSON");
     assert!(doc["openapi"].is_string(), "{doc}");
     let paths = doc["paths"].as_object().expect("paths");
-    for p in [
-        "/api/v1/auth/register",
-        "/api/v1/conversations",
-        "/api/v1/messages/{id}",
-        "/api/v1/health",
-    ] {
+    for p in ["/api/v1/auth/register", "/api/v1/conversations", "/api/v1/messages/{id}", "/api/v1/health"] {
         assert!(paths.contains_key(p), "{p} is documented");
     }
 }
@@ -645,62 +460,26 @@ async fn rest_input_is_validated_with_the_error_shape() {
     let m = send(&a, &conv, "short").await;
     let path = format!("/messages/{}", str_of(&m["id"]));
 
-    let (status, body) = app
-        .put(
-            &path,
-            &alice.token,
-            json!({ "content": "x".repeat(10_001) }),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::BAD_REQUEST,
-        "content over 10,000 characters: {body}"
-    );
+    let (status, body) = app.put(&path, &alice.token, json!({ "content": "x".repeat(10_001) })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "content over 10,000 characters: {body}");
     assert_error_body(status, &body);
     let (status, body) = app.put(&path, &alice.token, json!({ "content": 5 })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_error_body(status, &body);
-    let (status, body) = app
-        .put(
-            "/messages/not-an-id",
-            &alice.token,
-            json!({ "content": "x" }),
-        )
-        .await;
+    let (status, body) = app.put("/messages/not-an-id", &alice.token, json!({ "content": "x" })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_error_body(status, &body);
-    let (status, body) = app
-        .put(
-            &format!("/messages/{}", uuid::Uuid::now_v7()),
-            &alice.token,
-            json!({ "content": "x" }),
-        )
-        .await;
+    let (status, body) =
+        app.put(&format!("/messages/{}", uuid::Uuid::now_v7()), &alice.token, json!({ "content": "x" })).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_error_body(status, &body);
 
-    let (status, body) = app
-        .put(
-            "/users/me",
-            &alice.token,
-            json!({ "bio": "b".repeat(20_000) }),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "a body over MAX_HTTP_BUFFER_SIZE: {body}"
-    );
+    let (status, body) = app.put("/users/me", &alice.token, json!({ "bio": "b".repeat(20_000) })).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "a body over MAX_HTTP_BUFFER_SIZE: {body}");
     assert_error_body(status, &body);
 
-    let (status, body) = app
-        .post(
-            "/conversations",
-            &alice.token,
-            json!({ "type": "triple", "participants": [bob.id] }),
-        )
-        .await;
+    let (status, body) =
+        app.post("/conversations", &alice.token, json!({ "type": "triple", "participants": [bob.id] })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_error_body(status, &body);
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use mongodb::bson::{Bson, Document, doc};
 use quckchat_domain::model::{
-    Appended, ConversationKind, MessageKind, NewConversation, NewMessage, NewUser, PushJob,
-    PushKind, Role, Timestamp,
+    Appended, ConversationKind, MessageKind, NewConversation, NewMessage, NewUser, PushJob, PushKind, Role, Timestamp,
 };
 use quckchat_domain::store::{HistoryCursor, Store};
 use quckchat_domain::{ConversationId, MessageId, UserId};
@@ -19,9 +18,7 @@ use quckchat_store_mongo::{MongoStore, names};
 use crate::scratch::{self, Scratch};
 
 fn t(ms: i64) -> Timestamp {
-    Utc.timestamp_millis_opt(1_704_067_200_000 + ms)
-        .single()
-        .expect("valid instant")
+    Utc.timestamp_millis_opt(1_704_067_200_000 + ms).single().expect("valid instant")
 }
 
 fn new_user(name: &str) -> NewUser {
@@ -63,26 +60,13 @@ fn text(conversation: ConversationId, sender: UserId, content: &str, at: Timesta
 }
 
 fn push(user: UserId, conversation: ConversationId, sender: UserId, at: Timestamp) -> PushJob {
-    PushJob::new(
-        user,
-        PushKind::Message,
-        conversation,
-        None,
-        None,
-        sender,
-        "Sender".into(),
-        "hello".into(),
-        at,
-    )
+    PushJob::new(user, PushKind::Message, conversation, None, None, sender, "Sender".into(), "hello".into(), at)
 }
 
 /// Two instances: two stores, each with a client (and connection pool) of its own, on
 /// one database.
 async fn two_instances(scratch: &Scratch) -> [Arc<MongoStore>; 2] {
-    [
-        Arc::new(scratch.store().await),
-        Arc::new(scratch.store().await),
-    ]
+    [Arc::new(scratch.store().await), Arc::new(scratch.store().await)]
 }
 
 /// Every seq stored in a conversation, ascending.
@@ -103,10 +87,7 @@ async fn stored_seqs(store: &MongoStore, conversation: ConversationId) -> Vec<i6
 async fn two_clients_append_gap_free() {
     let scratch = Scratch::new();
     let stores = two_instances(&scratch).await;
-    let a = stores[0]
-        .create_user(new_user("alice"))
-        .await
-        .expect("alice");
+    let a = stores[0].create_user(new_user("alice")).await.expect("alice");
     let b = stores[1].create_user(new_user("bob")).await.expect("bob");
     let conv = group(a.id, &[b.id]);
     let id = conv.id;
@@ -137,11 +118,7 @@ async fn two_clients_append_gap_free() {
     let expected: Vec<i64> = (1..=200).collect();
     assert_eq!(seqs, expected, "no gaps, no repeats");
     assert_eq!(stored_seqs(&stores[1], id).await, expected);
-    let conv = stores[1]
-        .conversation(id, b.id)
-        .await
-        .expect("conversation")
-        .expect("exists");
+    let conv = stores[1].conversation(id, b.id).await.expect("conversation").expect("exists");
     assert_eq!(conv.last_seq, 200);
     scratch.drop().await;
 }
@@ -154,10 +131,7 @@ async fn two_clients_append_gap_free() {
 async fn two_clients_duplicate_client_id_once_without_gaps() {
     let scratch = Scratch::new();
     let stores = two_instances(&scratch).await;
-    let a = stores[0]
-        .create_user(new_user("alice"))
-        .await
-        .expect("alice");
+    let a = stores[0].create_user(new_user("alice")).await.expect("alice");
     let b = stores[1].create_user(new_user("bob")).await.expect("bob");
     let conv = group(a.id, &[b.id]);
     let id = conv.id;
@@ -173,28 +147,15 @@ async fn two_clients_duplicate_client_id_once_without_gaps() {
                 client_message_id: Some(client_id.clone()),
                 ..text(id, a.id, &format!("try {round}-{i}"), t(100 + i as i64))
             };
-            let job = PushJob {
-                message_id: Some(new.id),
-                ..push(b.id, id, a.id, t(100))
-            };
-            tasks.push(tokio::spawn(async move {
-                (
-                    true,
-                    store.append_message(new, vec![job]).await.expect("append"),
-                )
-            }));
+            let job = PushJob { message_id: Some(new.id), ..push(b.id, id, a.id, t(100)) };
+            tasks
+                .push(tokio::spawn(async move { (true, store.append_message(new, vec![job]).await.expect("append")) }));
             // Plain appends from the other sender race with the duplicates.
             let store = stores[(i + 1) % 2].clone();
             let plain = text(id, b.id, &format!("plain {round}-{i}"), t(100));
-            tasks.push(tokio::spawn(async move {
-                (
-                    false,
-                    store
-                        .append_message(plain, Vec::new())
-                        .await
-                        .expect("append"),
-                )
-            }));
+            tasks.push(tokio::spawn(
+                async move { (false, store.append_message(plain, Vec::new()).await.expect("append")) },
+            ));
         }
         let mut created = 0;
         let mut ids = HashSet::new();
@@ -216,10 +177,7 @@ async fn two_clients_duplicate_client_id_once_without_gaps() {
         assert_eq!(ids.len(), 1, "round {round}: everyone got the same message");
     }
 
-    let history = stores[0]
-        .history(id, HistoryCursor::AfterSeq(0), 1_000)
-        .await
-        .expect("history");
+    let history = stores[0].history(id, HistoryCursor::AfterSeq(0), 1_000).await.expect("history");
     let n = ROUNDS * 9;
     assert_eq!(
         history.iter().map(|m| m.seq).collect::<Vec<_>>(),
@@ -234,23 +192,12 @@ async fn two_clients_duplicate_client_id_once_without_gaps() {
     }
     assert_eq!(per_client_id.len(), ROUNDS);
     assert!(per_client_id.values().all(|n| *n == 1));
-    assert_eq!(
-        stores[1].pushes_for(b.id).await.expect("pushes_for").len(),
-        ROUNDS,
-        "one push job per stored message"
-    );
-    let conv = stores[1]
-        .conversation(id, a.id)
-        .await
-        .expect("conversation")
-        .expect("exists");
+    assert_eq!(stores[1].pushes_for(b.id).await.expect("pushes_for").len(), ROUNDS, "one push job per stored message");
+    let conv = stores[1].conversation(id, a.id).await.expect("conversation").expect("exists");
     assert_eq!(conv.last_seq, n as i64);
 
     // The next message still takes the very next seq.
-    let next = stores[0]
-        .append_message(text(id, a.id, "after", t(999)), Vec::new())
-        .await
-        .expect("append");
+    let next = stores[0].append_message(text(id, a.id, "after", t(999)), Vec::new()).await.expect("append");
     match next {
         Appended::Created(m) => assert_eq!(m.seq, n as i64 + 1),
         Appended::Existing(m) => panic!("expected a new message, got {m:?}"),
@@ -320,25 +267,15 @@ async fn indexes_exist_after_connect() {
     assert_eq!(key(i), fields(&[("usernameKey", 1)]));
 
     let sessions = list(names::SESSIONS).await;
-    assert_eq!(
-        key(index(&sessions, names::SESSIONS_BY_USER)),
-        fields(&[("userId", 1)])
-    );
+    assert_eq!(key(index(&sessions, names::SESSIONS_BY_USER)), fields(&[("userId", 1)]));
 
     let conversations = list(names::CONVERSATIONS).await;
     let i = index(&conversations, names::CONVERSATIONS_SINGLE_KEY);
     assert!(is_unique(i));
-    assert_eq!(
-        i.get_document("partialFilterExpression").expect("partial"),
-        &doc! { "singleKey": { "$exists": true } }
-    );
+    assert_eq!(i.get_document("partialFilterExpression").expect("partial"), &doc! { "singleKey": { "$exists": true } });
     assert_eq!(
         key(index(&conversations, names::CONVERSATIONS_BY_PARTICIPANT)),
-        fields(&[
-            ("participants.userId", 1),
-            ("lastActivityAt", -1),
-            ("_id", -1)
-        ])
+        fields(&[("participants.userId", 1), ("lastActivityAt", -1), ("_id", -1)])
     );
 
     let messages = list(names::MESSAGES).await;
@@ -356,18 +293,12 @@ async fn indexes_exist_after_connect() {
     assert!(i.get_document("partialFilterExpression").is_ok());
 
     let receipts = list(names::RECEIPTS).await;
-    assert_eq!(
-        key(index(&receipts, names::RECEIPTS_BY_SEQ)),
-        fields(&[("conversationId", 1), ("seq", 1)])
-    );
+    assert_eq!(key(index(&receipts, names::RECEIPTS_BY_SEQ)), fields(&[("conversationId", 1), ("seq", 1)]));
 
     let pushes = list(names::PUSHES).await;
     let i = index(&pushes, names::PUSHES_DUE);
     assert_eq!(key(i), fields(&[("nextAttemptAt", 1)]));
-    assert_eq!(
-        i.get_document("partialFilterExpression").expect("partial"),
-        &doc! { "pending": true }
-    );
+    assert_eq!(i.get_document("partialFilterExpression").expect("partial"), &doc! { "pending": true });
     index(&pushes, names::PUSHES_BY_USER);
 
     let calls = list(names::CALLS).await;
@@ -395,20 +326,11 @@ async fn indexes_exist_after_connect() {
         participants: vec![(x, Role::Member), (y, Role::Member)],
         created_at: t(5),
     };
-    store
-        .create_conversation(single(a.id, b.id))
-        .await
-        .expect("single");
+    store.create_conversation(single(a.id, b.id)).await.expect("single");
     assert!(again.create_conversation(single(b.id, a.id)).await.is_err());
     // Groups carry no single key, so any number of them coexist.
-    store
-        .create_conversation(group(a.id, &[b.id]))
-        .await
-        .expect("group 1");
-    again
-        .create_conversation(group(b.id, &[a.id]))
-        .await
-        .expect("group 2");
+    store.create_conversation(group(a.id, &[b.id])).await.expect("group 1");
+    again.create_conversation(group(b.id, &[a.id])).await.expect("group 2");
     scratch.drop().await;
 }
 
@@ -460,95 +382,42 @@ struct Abandoned {
     job: PushJob,
 }
 
-async fn abandon_second_message(
-    store: &MongoStore,
-    client_id: Option<&str>,
-    age: Duration,
-) -> Abandoned {
+async fn abandon_second_message(store: &MongoStore, client_id: Option<&str>, age: Duration) -> Abandoned {
     let a = store.create_user(new_user("alice")).await.expect("alice");
     let b = store.create_user(new_user("bob")).await.expect("bob");
     let conv = group(a.id, &[b.id]);
     let id = conv.id;
     store.create_conversation(conv).await.expect("group");
-    store
-        .append_message(text(id, a.id, "first", t(10)), Vec::new())
-        .await
-        .expect("first");
-    let new = NewMessage {
-        client_message_id: client_id.map(str::to_string),
-        ..text(id, b.id, "second", t(20))
-    };
-    let job = PushJob {
-        message_id: Some(new.id),
-        ..push(a.id, id, b.id, t(20))
-    };
+    store.append_message(text(id, a.id, "first", t(10)), Vec::new()).await.expect("first");
+    let new = NewMessage { client_message_id: client_id.map(str::to_string), ..text(id, b.id, "second", t(20)) };
+    let job = PushJob { message_id: Some(new.id), ..push(a.id, id, b.id, t(20)) };
     let message = new.id;
-    match store
-        .append_abandoned(new, vec![job.clone()], age)
-        .await
-        .expect("abandoned append")
-    {
+    match store.append_abandoned(new, vec![job.clone()], age).await.expect("abandoned append") {
         Appended::Created(m) => assert_eq!(m.seq, 2),
         Appended::Existing(m) => panic!("expected a new message, got {m:?}"),
     }
-    let conv = store
-        .conversation(id, a.id)
-        .await
-        .expect("conversation")
-        .expect("exists");
+    let conv = store.conversation(id, a.id).await.expect("conversation").expect("exists");
     assert_eq!(conv.last_seq, 1, "the effects were not applied");
     assert_eq!(conv.participant(b.id).expect("bob").last_read_seq, 0);
     assert!(store.pushes_for(a.id).await.expect("pushes").is_empty());
     assert!(unfinished(store, message).await.is_some());
-    assert_eq!(
-        stored_seqs(store, id).await,
-        vec![1, 2],
-        "the message itself is stored"
-    );
-    Abandoned {
-        a: a.id,
-        b: b.id,
-        id,
-        message,
-        job,
-    }
+    assert_eq!(stored_seqs(store, id).await, vec![1, 2], "the message itself is stored");
+    Abandoned { a: a.id, b: b.id, id, message, job }
 }
 
 /// After finishing: the conversation, the sender's pointer and the push job are as if
 /// the append had completed.
 async fn assert_finished(store: &MongoStore, abandoned: &Abandoned, last_seq: i64) {
-    let conv = store
-        .conversation(abandoned.id, abandoned.a)
-        .await
-        .expect("conversation")
-        .expect("exists");
+    let conv = store.conversation(abandoned.id, abandoned.a).await.expect("conversation").expect("exists");
     assert_eq!(conv.last_seq, last_seq);
     assert!(conv.participant(abandoned.b).expect("bob").last_read_seq >= 2);
-    assert_eq!(
-        store.pushes_for(abandoned.a).await.expect("pushes"),
-        vec![abandoned.job.clone()]
-    );
+    assert_eq!(store.pushes_for(abandoned.a).await.expect("pushes"), vec![abandoned.job.clone()]);
     assert_eq!(unfinished(store, abandoned.message).await, None);
-    let second = store
-        .message(abandoned.message)
-        .await
-        .expect("message")
-        .expect("exists");
-    assert!(
-        second.read_by.is_empty(),
-        "alice has not read bob's message"
-    );
-    let first = store
-        .history(abandoned.id, HistoryCursor::AfterSeq(0), 1)
-        .await
-        .expect("history")
-        .remove(0);
+    let second = store.message(abandoned.message).await.expect("message").expect("exists");
+    assert!(second.read_by.is_empty(), "alice has not read bob's message");
+    let first = store.history(abandoned.id, HistoryCursor::AfterSeq(0), 1).await.expect("history").remove(0);
     assert_eq!(
-        first
-            .read_by
-            .iter()
-            .map(|r| (r.user_id, r.read_at))
-            .collect::<Vec<_>>(),
+        first.read_by.iter().map(|r| (r.user_id, r.read_at)).collect::<Vec<_>>(),
         vec![(abandoned.b, t(20))],
         "bob's pointer passed alice's message when he sent his"
     );
@@ -563,10 +432,7 @@ async fn next_append_finishes_an_abandoned_one() {
     let scratch = Scratch::new();
     let store = scratch.store().await;
     let abandoned = abandon_second_message(&store, None, Duration::from_secs(60)).await;
-    let third = store
-        .append_message(text(abandoned.id, abandoned.b, "third", t(30)), Vec::new())
-        .await
-        .expect("third");
+    let third = store.append_message(text(abandoned.id, abandoned.b, "third", t(30)), Vec::new()).await.expect("third");
     match third {
         Appended::Created(m) => assert_eq!(m.seq, 3),
         Appended::Existing(m) => panic!("expected a new message, got {m:?}"),
@@ -598,20 +464,11 @@ async fn retry_finishes_an_abandoned_append() {
     // A fresh connect leaves a recent one to its (presumed live) append.
     let other = scratch.store().await;
     assert!(unfinished(&other, abandoned.message).await.is_some());
-    let retry = NewMessage {
-        client_message_id: Some("c-2".into()),
-        ..text(abandoned.id, abandoned.b, "second, again", t(25))
-    };
-    match other
-        .append_message(retry, Vec::new())
-        .await
-        .expect("retry")
-    {
+    let retry =
+        NewMessage { client_message_id: Some("c-2".into()), ..text(abandoned.id, abandoned.b, "second, again", t(25)) };
+    match other.append_message(retry, Vec::new()).await.expect("retry") {
         Appended::Existing(m) => {
-            assert_eq!(
-                (m.id, m.seq, m.content.as_str()),
-                (abandoned.message, 2, "second")
-            );
+            assert_eq!((m.id, m.seq, m.content.as_str()), (abandoned.message, 2, "second"));
         }
         Appended::Created(m) => panic!("a retry created {m:?}"),
     }

@@ -23,19 +23,13 @@ pub fn url() -> String {
 }
 
 fn unix_secs(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A fresh scratch database name: `qct_<unix seconds>_<random>` (47 bytes, under
 /// MongoDB's limit of 63).
 pub fn database_name() -> String {
-    format!(
-        "{PREFIX}{}_{}",
-        unix_secs(SystemTime::now()),
-        uuid::Uuid::new_v4().simple()
-    )
+    format!("{PREFIX}{}_{}", unix_secs(SystemTime::now()), uuid::Uuid::new_v4().simple())
 }
 
 /// A store in a fresh database, for cases that cannot drop it afterwards (the
@@ -49,9 +43,7 @@ pub async fn fresh_store() -> MongoStore {
 }
 
 async fn client() -> Client {
-    Client::with_uri_str(url())
-        .await
-        .expect("a valid MONGODB_URL_TEST")
+    Client::with_uri_str(url()).await.expect("a valid MONGODB_URL_TEST")
 }
 
 /// Drops scratch databases made more than an hour ago. Failures are reported, not
@@ -65,10 +57,8 @@ async fn drop_stale_databases() {
         .expect("list scratch databases (is the test server up? see MONGODB_URL_TEST)");
     let cutoff = unix_secs(SystemTime::now() - STALE_AFTER);
     for name in names {
-        let made = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|secs| secs.parse::<u64>().ok());
+        let made =
+            name.strip_prefix(PREFIX).and_then(|rest| rest.split('_').next()).and_then(|secs| secs.parse::<u64>().ok());
         if made.is_some_and(|secs| secs < cutoff)
             && let Err(e) = client.database(&name).drop().await
         {
@@ -87,26 +77,18 @@ pub struct Scratch {
 impl Scratch {
     /// A new, not yet created database name.
     pub fn new() -> Self {
-        Self {
-            database: database_name(),
-        }
+        Self { database: database_name() }
     }
 
     /// A store (one "server instance", with a client of its own) on this database.
     pub async fn store(&self) -> MongoStore {
-        MongoStore::connect_to_database(&url(), &self.database)
-            .await
-            .expect("connect to the test server")
+        MongoStore::connect_to_database(&url(), &self.database).await.expect("connect to the test server")
     }
 
     /// Drops the database and everything in it.
     pub async fn drop(self) {
         let client = client().await;
-        client
-            .database(&self.database)
-            .drop()
-            .await
-            .expect("drop the scratch database");
+        client.database(&self.database).drop().await.expect("drop the scratch database");
         client.shutdown().await;
     }
 }

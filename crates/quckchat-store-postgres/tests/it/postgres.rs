@@ -9,8 +9,7 @@ use chrono::{TimeZone, Utc};
 use quckchat_domain::call_model::{Call, CallKind, CallParticipant, CallStatus, ParticipantStatus};
 use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
-    Appended, ConversationKind, MessageKind, NewConversation, NewMessage, NewUser, PushJob,
-    PushKind, Role, Timestamp,
+    Appended, ConversationKind, MessageKind, NewConversation, NewMessage, NewUser, PushJob, PushKind, Role, Timestamp,
 };
 use quckchat_domain::store::{HistoryCursor, Store};
 use quckchat_domain::{CallId, ConversationId, MessageId, StoreError, UserId};
@@ -19,9 +18,7 @@ use quckchat_store_postgres::PostgresStore;
 use crate::scratch::{self, Scratch};
 
 fn t(ms: i64) -> Timestamp {
-    Utc.timestamp_millis_opt(1_704_067_200_000 + ms)
-        .single()
-        .expect("valid instant")
+    Utc.timestamp_millis_opt(1_704_067_200_000 + ms).single().expect("valid instant")
 }
 
 fn new_user(name: &str) -> NewUser {
@@ -63,25 +60,12 @@ fn text(conversation: ConversationId, sender: UserId, content: &str, at: Timesta
 }
 
 fn push(user: UserId, conversation: ConversationId, sender: UserId, at: Timestamp) -> PushJob {
-    PushJob::new(
-        user,
-        PushKind::Message,
-        conversation,
-        None,
-        None,
-        sender,
-        "Sender".into(),
-        "hello".into(),
-        at,
-    )
+    PushJob::new(user, PushKind::Message, conversation, None, None, sender, "Sender".into(), "hello".into(), at)
 }
 
 /// Two instances: two pools on one schema.
 async fn two_instances(scratch: &Scratch) -> [Arc<PostgresStore>; 2] {
-    [
-        Arc::new(scratch.store().await),
-        Arc::new(scratch.store().await),
-    ]
+    [Arc::new(scratch.store().await), Arc::new(scratch.store().await)]
 }
 
 /// Two pools (as two server instances) append 200 messages into one conversation at
@@ -91,10 +75,7 @@ async fn two_instances(scratch: &Scratch) -> [Arc<PostgresStore>; 2] {
 async fn two_pools_append_gap_free() {
     let scratch = Scratch::new();
     let stores = two_instances(&scratch).await;
-    let a = stores[0]
-        .create_user(new_user("alice"))
-        .await
-        .expect("alice");
+    let a = stores[0].create_user(new_user("alice")).await.expect("alice");
     let b = stores[1].create_user(new_user("bob")).await.expect("bob");
     let conv = group(a.id, &[b.id]);
     let id = conv.id;
@@ -125,19 +106,10 @@ async fn two_pools_append_gap_free() {
     assert_eq!(seqs, (1..=200).collect::<Vec<i64>>(), "no gaps, no repeats");
 
     for store in &stores {
-        let stored: Vec<i64> = store
-            .history(id, HistoryCursor::AfterSeq(0), 500)
-            .await
-            .expect("history")
-            .iter()
-            .map(|m| m.seq)
-            .collect();
+        let stored: Vec<i64> =
+            store.history(id, HistoryCursor::AfterSeq(0), 500).await.expect("history").iter().map(|m| m.seq).collect();
         assert_eq!(stored, (1..=200).collect::<Vec<i64>>());
-        let conv = store
-            .conversation(id, a.id)
-            .await
-            .expect("conversation")
-            .expect("exists");
+        let conv = store.conversation(id, a.id).await.expect("conversation").expect("exists");
         assert_eq!(conv.last_seq, 200);
     }
     for store in &stores {
@@ -154,10 +126,7 @@ async fn two_pools_append_gap_free() {
 async fn two_pools_duplicate_client_id_create_once() {
     let scratch = Scratch::new();
     let stores = two_instances(&scratch).await;
-    let a = stores[0]
-        .create_user(new_user("alice"))
-        .await
-        .expect("alice");
+    let a = stores[0].create_user(new_user("alice")).await.expect("alice");
     let b = stores[0].create_user(new_user("bob")).await.expect("bob");
     let c1 = group(a.id, &[b.id]);
     let c2 = group(a.id, &[b.id]);
@@ -210,19 +179,11 @@ async fn two_pools_duplicate_client_id_create_once() {
             .iter()
             .map(|m| m.seq)
             .collect();
-        assert_eq!(
-            seqs,
-            (1..=seqs.len() as i64).collect::<Vec<_>>(),
-            "duplicates leave no gaps"
-        );
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "duplicates leave no gaps");
         total += seqs.len();
     }
     assert_eq!(total, 10, "one message per round");
-    assert_eq!(
-        stores[0].pushes_for(b.id).await.expect("pushes_for").len(),
-        10,
-        "one push per stored message"
-    );
+    assert_eq!(stores[0].pushes_for(b.id).await.expect("pushes_for").len(), 10, "one push per stored message");
     for store in &stores {
         store.close().await;
     }
@@ -239,10 +200,7 @@ async fn two_pools_claim_disjoint_jobs() {
     let b = UserId::new();
     let conv = ConversationId::new();
     let jobs: Vec<PushJob> = (0..120).map(|i| push(b, conv, a, t(i))).collect();
-    stores[0]
-        .enqueue_pushes(jobs.clone())
-        .await
-        .expect("enqueue");
+    stores[0].enqueue_pushes(jobs.clone()).await.expect("enqueue");
 
     let tasks: Vec<_> = (0..6)
         .map(|task| {
@@ -250,17 +208,11 @@ async fn two_pools_claim_disjoint_jobs() {
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let batch = store
-                        .claim_pushes(t(1_000), t(100_000), 7)
-                        .await
-                        .expect("claim");
+                    let batch = store.claim_pushes(t(1_000), t(100_000), 7).await.expect("claim");
                     if batch.is_empty() {
                         return mine;
                     }
-                    assert!(
-                        batch.windows(2).all(|w| w[0].created_at <= w[1].created_at),
-                        "a batch is oldest first"
-                    );
+                    assert!(batch.windows(2).all(|w| w[0].created_at <= w[1].created_at), "a batch is oldest first");
                     mine.extend(batch.into_iter().map(|j| j.id));
                 }
             })
@@ -289,23 +241,15 @@ async fn migrations_run_twice() {
     first.close().await;
 
     let second = scratch.store().await;
-    assert_eq!(
-        second.user(alice.id).await.expect("user"),
-        Some(alice),
-        "the data is kept"
-    );
+    assert_eq!(second.user(alice.id).await.expect("user"), Some(alice), "the data is kept");
     let mut conn = scratch.connection().await;
-    let applied: Vec<(i64, bool)> =
-        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&mut conn)
-            .await
-            .expect("read the migration table");
+    let applied: Vec<(i64, bool)> = sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&mut conn)
+        .await
+        .expect("read the migration table");
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
         .expect("migrations directory")
-        .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
-        })
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql")))
         .count();
     assert_eq!(applied.len(), files, "each migration once");
     assert!(applied.iter().all(|(_, ok)| *ok));
@@ -334,9 +278,7 @@ async fn schemas_are_separate() {
     let (s1, s2) = (one.store().await, two.store().await);
     let alice = s1.create_user(new_user("alice")).await.expect("alice");
     assert_eq!(s2.user(alice.id).await.expect("user"), None);
-    s2.create_user(new_user("alice"))
-        .await
-        .expect("the name is free in the other schema");
+    s2.create_user(new_user("alice")).await.expect("the name is free in the other schema");
     s1.close().await;
     s2.close().await;
     one.drop().await;
@@ -348,12 +290,7 @@ async fn schemas_are_separate() {
 #[ignore = "needs PostgreSQL: set DATABASE_URL_PG_TEST"]
 async fn bad_urls_are_errors() {
     assert!(PostgresStore::connect("not a url").await.is_err());
-    assert!(
-        PostgresStore::connect_in_schema(&scratch::url(), "")
-            .await
-            .is_err(),
-        "an empty schema name"
-    );
+    assert!(PostgresStore::connect_in_schema(&scratch::url(), "").await.is_err(), "an empty schema name");
 }
 
 /// PostgreSQL's errors map onto the port's: a broken reference is `NotFound`, a
@@ -367,43 +304,21 @@ async fn errors_map_onto_the_port() {
     let b = store.create_user(new_user("bob")).await.expect("bob");
     let conv = group(a.id, &[b.id]);
     let id = conv.id;
-    store
-        .create_conversation(conv.clone())
-        .await
-        .expect("group");
+    store.create_conversation(conv.clone()).await.expect("group");
 
-    let unknown_sender = store
-        .append_message(text(id, UserId::new(), "x", t(5)), Vec::new())
-        .await;
-    assert!(
-        matches!(unknown_sender, Err(StoreError::NotFound)),
-        "got {unknown_sender:?}"
-    );
+    let unknown_sender = store.append_message(text(id, UserId::new(), "x", t(5)), Vec::new()).await;
+    assert!(matches!(unknown_sender, Err(StoreError::NotFound)), "got {unknown_sender:?}");
     assert_eq!(
-        store
-            .conversation(id, a.id)
-            .await
-            .expect("conversation")
-            .expect("exists")
-            .last_seq,
+        store.conversation(id, a.id).await.expect("conversation").expect("exists").last_seq,
         0,
         "a failed append uses up no seq"
     );
     let again = store.create_conversation(conv).await;
-    assert!(
-        matches!(again, Err(StoreError::Conflict(_))),
-        "got {again:?}"
-    );
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "got {again:?}");
     let unknown_member = store.add_members(id, &[UserId::new()], t(6)).await;
-    assert!(
-        matches!(unknown_member, Err(StoreError::NotFound)),
-        "got {unknown_member:?}"
-    );
+    assert!(matches!(unknown_member, Err(StoreError::NotFound)), "got {unknown_member:?}");
     let unknown_message = store.add_reaction(MessageId::new(), a.id, "👍", t(7)).await;
-    assert!(
-        matches!(unknown_message, Err(StoreError::NotFound)),
-        "got {unknown_message:?}"
-    );
+    assert!(matches!(unknown_message, Err(StoreError::NotFound)), "got {unknown_message:?}");
 
     let call = Call {
         id: CallId::new(),
@@ -426,38 +341,15 @@ async fn errors_map_onto_the_port() {
     };
     store.create_call(&call).await.expect("create_call");
     let twice = store.create_call(&call).await;
-    assert!(
-        matches!(twice, Err(StoreError::Conflict(_))),
-        "got {twice:?}"
-    );
-    let nowhere = store
-        .create_call(&Call {
-            id: CallId::new(),
-            conversation_id: ConversationId::new(),
-            ..call.clone()
-        })
-        .await;
-    assert!(
-        matches!(nowhere, Err(StoreError::NotFound)),
-        "got {nowhere:?}"
-    );
-    let mut same_user_twice = Call {
-        id: CallId::new(),
-        ..call.clone()
-    };
-    same_user_twice
-        .participants
-        .push(same_user_twice.participants[0].clone());
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "got {twice:?}");
+    let nowhere =
+        store.create_call(&Call { id: CallId::new(), conversation_id: ConversationId::new(), ..call.clone() }).await;
+    assert!(matches!(nowhere, Err(StoreError::NotFound)), "got {nowhere:?}");
+    let mut same_user_twice = Call { id: CallId::new(), ..call.clone() };
+    same_user_twice.participants.push(same_user_twice.participants[0].clone());
     let result = store.create_call(&same_user_twice).await;
-    assert!(
-        matches!(result, Err(StoreError::Conflict(_))),
-        "got {result:?}"
-    );
-    assert_eq!(
-        store.call(same_user_twice.id).await.expect("call"),
-        None,
-        "a failed creation leaves nothing behind"
-    );
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "got {result:?}");
+    assert_eq!(store.call(same_user_twice.id).await.expect("call"), None, "a failed creation leaves nothing behind");
 
     store.close().await;
     scratch.drop().await;
@@ -470,31 +362,11 @@ async fn errors_map_onto_the_port() {
 async fn timestamps_keep_milliseconds() {
     let scratch = Scratch::new();
     let store = scratch.store().await;
-    let precise = Utc
-        .timestamp_opt(1_704_067_200, 123_456_789)
-        .single()
-        .expect("valid instant");
-    let user = store
-        .create_user(NewUser {
-            created_at: precise,
-            ..new_user("alice")
-        })
-        .await
-        .expect("alice");
-    let millis = Utc
-        .timestamp_opt(1_704_067_200, 123_000_000)
-        .single()
-        .expect("valid instant");
+    let precise = Utc.timestamp_opt(1_704_067_200, 123_456_789).single().expect("valid instant");
+    let user = store.create_user(NewUser { created_at: precise, ..new_user("alice") }).await.expect("alice");
+    let millis = Utc.timestamp_opt(1_704_067_200, 123_000_000).single().expect("valid instant");
     assert_eq!(user.created_at, millis);
-    assert_eq!(
-        store
-            .user(user.id)
-            .await
-            .expect("user")
-            .expect("exists")
-            .created_at,
-        millis
-    );
+    assert_eq!(store.user(user.id).await.expect("user").expect("exists").created_at, millis);
     store.close().await;
     scratch.drop().await;
 }

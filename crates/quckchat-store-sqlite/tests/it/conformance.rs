@@ -7,20 +7,12 @@ use quckchat_store_sqlite::SqliteStore;
 
 /// A fresh store on a new database file.
 async fn file_store() -> Arc<SqliteStore> {
-    Arc::new(
-        SqliteStore::connect(&crate::scratch::db_url())
-            .await
-            .expect("open a scratch database"),
-    )
+    Arc::new(SqliteStore::connect(&crate::scratch::db_url()).await.expect("open a scratch database"))
 }
 
 /// A fresh in-memory store.
 async fn memory_store() -> Arc<SqliteStore> {
-    Arc::new(
-        SqliteStore::connect("sqlite::memory:")
-            .await
-            .expect("open an in-memory database"),
-    )
+    Arc::new(SqliteStore::connect("sqlite::memory:").await.expect("open an in-memory database"))
 }
 
 mod on_file {

@@ -23,20 +23,13 @@ fn run_dir() -> &'static PathBuf {
         if let Ok(entries) = std::fs::read_dir(&root) {
             let stale = SystemTime::now() - Duration::from_secs(3600);
             for entry in entries.flatten() {
-                let old = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t < stale);
+                let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < stale);
                 if old {
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
             }
         }
-        let dir = root.join(format!(
-            "run-{}-{}",
-            std::process::id(),
-            uuid::Uuid::now_v7()
-        ));
+        let dir = root.join(format!("run-{}-{}", std::process::id(), uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).expect("create the scratch directory");
         dir
     })

@@ -7,8 +7,7 @@ use chrono::{TimeZone, Utc};
 use quckchat_domain::call_model::{Call, CallKind, CallParticipant, CallStatus, ParticipantStatus};
 use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
-    Appended, ConversationKind, MessageKind, NewConversation, NewMessage, NewUser, PushJob,
-    PushKind, Role, Timestamp,
+    Appended, ConversationKind, MessageKind, NewConversation, NewMessage, NewUser, PushJob, PushKind, Role, Timestamp,
 };
 use quckchat_domain::store::{HistoryCursor, Store};
 use quckchat_domain::{CallId, ConversationId, MessageId, StoreError, UserId};
@@ -18,9 +17,7 @@ use sqlx::{Connection, SqliteConnection};
 use crate::scratch;
 
 fn t(ms: i64) -> Timestamp {
-    Utc.timestamp_millis_opt(1_704_067_200_000 + ms)
-        .single()
-        .expect("valid instant")
+    Utc.timestamp_millis_opt(1_704_067_200_000 + ms).single().expect("valid instant")
 }
 
 fn new_user(name: &str) -> NewUser {
@@ -104,14 +101,7 @@ async fn migrations_apply_to_an_existing_file_again() {
     }
     for _ in 0..2 {
         let store = SqliteStore::connect(&url).await.expect("reopen");
-        assert_eq!(
-            store
-                .user(alice.id)
-                .await
-                .expect("user")
-                .map(|u| u.username),
-            Some("alice".into())
-        );
+        assert_eq!(store.user(alice.id).await.expect("user").map(|u| u.username), Some("alice".into()));
         store.close().await;
     }
 }
@@ -140,52 +130,23 @@ async fn data_survives_reopening() {
         let store = SqliteStore::connect(&url).await.expect("open");
         store.create_user(alice.clone()).await.expect("alice");
         store.create_user(bob.clone()).await.expect("bob");
-        store
-            .create_conversation(conv.clone())
-            .await
-            .expect("conversation");
-        let sent = match store
-            .append_message(message, vec![push.clone()])
-            .await
-            .expect("append")
-        {
+        store.create_conversation(conv.clone()).await.expect("conversation");
+        let sent = match store.append_message(message, vec![push.clone()]).await.expect("append") {
             Appended::Created(m) => m,
             Appended::Existing(m) => panic!("unexpected existing {m:?}"),
         };
-        assert!(
-            store
-                .mark_read(conv.id, bob.id, 1, t(20))
-                .await
-                .expect("mark_read")
-        );
+        assert!(store.mark_read(conv.id, bob.id, 1, t(20)).await.expect("mark_read"));
         store.close().await;
         sent
     };
 
     let store = SqliteStore::connect(&url).await.expect("reopen");
-    let read_back = store
-        .message(sent.id)
-        .await
-        .expect("message")
-        .expect("kept");
+    let read_back = store.message(sent.id).await.expect("message").expect("kept");
     assert_eq!(read_back.content, "persisted");
-    assert_eq!(
-        read_back
-            .read_by
-            .iter()
-            .map(|r| (r.user_id, r.read_at))
-            .collect::<Vec<_>>(),
-        vec![(bob.id, t(20))]
-    );
-    assert_eq!(
-        store.pushes_for(bob.id).await.expect("pushes_for"),
-        vec![push.clone()]
-    );
+    assert_eq!(read_back.read_by.iter().map(|r| (r.user_id, r.read_at)).collect::<Vec<_>>(), vec![(bob.id, t(20))]);
+    assert_eq!(store.pushes_for(bob.id).await.expect("pushes_for"), vec![push.clone()]);
     let claimed = store.claim_pushes(t(10), t(70), 10).await.expect("claim");
-    assert_eq!(
-        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![push.id]
-    );
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![push.id]);
     let again = match store
         .append_message(text(conv.id, bob.id, "after reopening", t(30)), Vec::new())
         .await
@@ -195,11 +156,7 @@ async fn data_survives_reopening() {
         Appended::Existing(m) => panic!("unexpected existing {m:?}"),
     };
     assert_eq!(again.seq, 2, "the sequence continues");
-    let conversation = store
-        .conversation(conv.id, alice.id)
-        .await
-        .expect("conversation")
-        .expect("kept");
+    let conversation = store.conversation(conv.id, alice.id).await.expect("conversation").expect("kept");
     assert_eq!(conversation.last_seq, 2);
     assert_eq!(conversation.unread_count, 1);
     store.close().await;
@@ -209,17 +166,10 @@ async fn data_survives_reopening() {
 #[tokio::test]
 async fn file_database_uses_wal() {
     let path = scratch::db_path();
-    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("open");
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.expect("open");
     store.ping().await.expect("ping");
-    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("inspect");
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut conn)
-        .await
-        .expect("journal_mode");
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.expect("inspect");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut conn).await.expect("journal_mode");
     assert_eq!(mode.to_lowercase(), "wal");
     conn.close().await.expect("close");
     store.close().await;
@@ -228,13 +178,9 @@ async fn file_database_uses_wal() {
 /// Missing parent directories are created, and so is the file.
 #[tokio::test]
 async fn connect_creates_parent_directories() {
-    let path = scratch::db_path()
-        .with_extension("")
-        .join("nested/deeper/chat.db");
+    let path = scratch::db_path().with_extension("").join("nested/deeper/chat.db");
     assert!(!path.exists());
-    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("open");
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.expect("open");
     store.ping().await.expect("ping");
     assert!(path.exists());
     store.close().await;
@@ -243,29 +189,19 @@ async fn connect_creates_parent_directories() {
 /// Each `sqlite::memory:` store is its own database, and keeps its data while open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_stores_are_separate() {
-    let one = SqliteStore::connect("sqlite::memory:")
-        .await
-        .expect("open one");
-    let two = SqliteStore::connect("sqlite::memory:")
-        .await
-        .expect("open two");
+    let one = SqliteStore::connect("sqlite::memory:").await.expect("open one");
+    let two = SqliteStore::connect("sqlite::memory:").await.expect("open two");
     let alice = new_user("alice");
     one.create_user(alice.clone()).await.expect("create_user");
     assert!(one.user(alice.id).await.expect("user").is_some());
     assert!(two.user(alice.id).await.expect("user").is_none());
-    two.create_user(new_user("alice"))
-        .await
-        .expect("the name is free in the other database");
+    two.create_user(new_user("alice")).await.expect("the name is free in the other database");
 }
 
 /// A malformed URL is refused with an error, not a panic.
 #[tokio::test]
 async fn bad_url_is_an_error() {
-    assert!(
-        SqliteStore::connect("sqlite://x.db?mode=sideways")
-            .await
-            .is_err()
-    );
+    assert!(SqliteStore::connect("sqlite://x.db?mode=sideways").await.is_err());
 }
 
 /// Two stores on one file (as two processes would be) append to one conversation
@@ -278,25 +214,16 @@ async fn two_stores_on_one_file_stay_gap_free() {
     let alice = new_user("alice");
     first.create_user(alice.clone()).await.expect("create_user");
     let conv = group(alice.id, &[]);
-    first
-        .create_conversation(conv.clone())
-        .await
-        .expect("conversation");
+    first.create_conversation(conv.clone()).await.expect("conversation");
 
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let store = if i % 2 == 0 {
-            first.clone()
-        } else {
-            second.clone()
-        };
+        let store = if i % 2 == 0 { first.clone() } else { second.clone() };
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for n in 0..25 {
-                let new = NewMessage {
-                    client_message_id: Some(format!("{i}-{n}")),
-                    ..text(conv.id, alice.id, "x", t(n))
-                };
+                let new =
+                    NewMessage { client_message_id: Some(format!("{i}-{n}")), ..text(conv.id, alice.id, "x", t(n)) };
                 match store.append_message(new, Vec::new()).await.expect("append") {
                     Appended::Created(m) => seqs.push(m.seq),
                     Appended::Existing(m) => panic!("unexpected existing {m:?}"),
@@ -312,10 +239,7 @@ async fn two_stores_on_one_file_stay_gap_free() {
         }
     }
     assert_eq!(seqs, (1..=200).collect::<BTreeSet<i64>>());
-    let page = second
-        .history(conv.id, HistoryCursor::Latest, 1)
-        .await
-        .expect("history");
+    let page = second.history(conv.id, HistoryCursor::Latest, 1).await.expect("history");
     assert_eq!(page[0].seq, 200);
     first.close().await;
     second.close().await;
@@ -335,21 +259,13 @@ async fn calls_migration_upgrades_an_older_database() {
         let old = path.with_extension("migrations");
         std::fs::create_dir_all(&old).expect("create the migrations directory");
         std::fs::copy(
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/migrations/20260101000000_initial.sql"
-            ),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/20260101000000_initial.sql"),
             old.join("20260101000000_initial.sql"),
         )
         .expect("copy the first migration");
-        let migrator = sqlx::migrate::Migrator::new(old.as_path())
-            .await
-            .expect("read the first migration");
+        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.expect("read the first migration");
         let mut conn = SqliteConnection::connect(&url).await.expect("create");
-        migrator
-            .run(&mut conn)
-            .await
-            .expect("apply the first migration");
+        migrator.run(&mut conn).await.expect("apply the first migration");
         for user in [&alice, &bob] {
             sqlx::query(
                 "INSERT INTO users (id, username, username_key, display_name, display_name_key,
@@ -362,37 +278,21 @@ async fn calls_migration_upgrades_an_older_database() {
             .await
             .expect("insert a user");
         }
-        let calls_table: Option<String> =
-            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'calls'")
-                .fetch_optional(&mut conn)
-                .await
-                .expect("inspect");
+        let calls_table: Option<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'calls'")
+            .fetch_optional(&mut conn)
+            .await
+            .expect("inspect");
         assert_eq!(calls_table, None, "no call tables before the upgrade");
         conn.close().await.expect("close");
     }
 
-    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("open and upgrade");
-    assert_eq!(
-        store.user(bob.id).await.expect("user").map(|u| u.username),
-        Some("bob".into()),
-        "the data is kept"
-    );
-    store
-        .create_conversation(conv.clone())
-        .await
-        .expect("conversation");
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.expect("open and upgrade");
+    assert_eq!(store.user(bob.id).await.expect("user").map(|u| u.username), Some("bob".into()), "the data is kept");
+    store.create_conversation(conv.clone()).await.expect("conversation");
     let placed = call(conv.id, alice.id, bob.id, t(5));
     store.create_call(&placed).await.expect("create_call");
-    assert_eq!(
-        store.call(placed.id).await.expect("call"),
-        Some(placed.clone())
-    );
-    assert_eq!(
-        store.live_calls_of(bob.id).await.expect("live"),
-        vec![placed]
-    );
+    assert_eq!(store.call(placed.id).await.expect("call"), Some(placed.clone()));
+    assert_eq!(store.live_calls_of(bob.id).await.expect("live"), vec![placed]);
     store.close().await;
 }
 
@@ -409,10 +309,7 @@ async fn calls_survive_reopening() {
         let store = SqliteStore::connect(&url).await.expect("open");
         store.create_user(alice.clone()).await.expect("alice");
         store.create_user(bob.clone()).await.expect("bob");
-        store
-            .create_conversation(conv.clone())
-            .await
-            .expect("conversation");
+        store.create_conversation(conv.clone()).await.expect("conversation");
         store.create_call(&answered).await.expect("create_call");
         answered.status = CallStatus::Active;
         answered.started_at = Some(t(12));
@@ -425,14 +322,8 @@ async fn calls_survive_reopening() {
     }
 
     let store = SqliteStore::connect(&url).await.expect("reopen");
-    assert_eq!(
-        store.call(answered.id).await.expect("call"),
-        Some(answered.clone())
-    );
-    assert_eq!(
-        store.live_calls().await.expect("live_calls"),
-        vec![answered.clone()]
-    );
+    assert_eq!(store.call(answered.id).await.expect("call"), Some(answered.clone()));
+    assert_eq!(store.live_calls().await.expect("live_calls"), vec![answered.clone()]);
     let mut ended = answered.clone();
     ended.status = CallStatus::Ended;
     ended.ended_at = Some(t(20));
@@ -441,13 +332,7 @@ async fn calls_survive_reopening() {
     assert!(!store.save_call(&ended, 0).await.expect("stale save_call"));
     assert!(store.save_call(&ended, 1).await.expect("save_call"));
     assert!(store.live_calls().await.expect("live_calls").is_empty());
-    assert_eq!(
-        store
-            .calls_of_conversation(conv.id, None, 10)
-            .await
-            .expect("calls_of_conversation"),
-        vec![ended]
-    );
+    assert_eq!(store.calls_of_conversation(conv.id, None, 10).await.expect("calls_of_conversation"), vec![ended]);
     store.close().await;
 }
 
@@ -461,43 +346,25 @@ async fn call_references_and_duplicates() {
     store.create_user(alice.clone()).await.expect("alice");
     store.create_user(bob.clone()).await.expect("bob");
     let conv = group(alice.id, &[bob.id]);
-    store
-        .create_conversation(conv.clone())
-        .await
-        .expect("conversation");
+    store.create_conversation(conv.clone()).await.expect("conversation");
 
     let nowhere = call(ConversationId::new(), alice.id, bob.id, t(1));
     let result = store.create_call(&nowhere).await;
-    assert!(
-        matches!(result, Err(StoreError::NotFound)),
-        "got {result:?}"
-    );
+    assert!(matches!(result, Err(StoreError::NotFound)), "got {result:?}");
     let stranger = call(conv.id, alice.id, UserId::new(), t(1));
     let result = store.create_call(&stranger).await;
-    assert!(
-        matches!(result, Err(StoreError::NotFound)),
-        "got {result:?}"
-    );
-    assert!(
-        store.call(stranger.id).await.expect("call").is_none(),
-        "a refused call leaves no row behind"
-    );
+    assert!(matches!(result, Err(StoreError::NotFound)), "got {result:?}");
+    assert!(store.call(stranger.id).await.expect("call").is_none(), "a refused call leaves no row behind");
 
     let placed = call(conv.id, alice.id, bob.id, t(2));
     store.create_call(&placed).await.expect("create_call");
     let result = store.create_call(&placed).await;
-    assert!(
-        matches!(result, Err(StoreError::Conflict(_))),
-        "got {result:?}"
-    );
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "got {result:?}");
 
     let mut twice = call(conv.id, alice.id, bob.id, t(3));
     twice.participants.push(twice.participants[1].clone());
     let result = store.create_call(&twice).await;
-    assert!(
-        matches!(result, Err(StoreError::Conflict(_))),
-        "got {result:?}"
-    );
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "got {result:?}");
     assert!(store.call(twice.id).await.expect("call").is_none());
 
     // A save that breaks a rule fails whole: the version and the state stay as they were.
@@ -506,10 +373,7 @@ async fn call_references_and_duplicates() {
     broken.participants.push(broken.participants[1].clone());
     broken.version = 1;
     let result = store.save_call(&broken, 0).await;
-    assert!(
-        matches!(result, Err(StoreError::Conflict(_))),
-        "got {result:?}"
-    );
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "got {result:?}");
     assert_eq!(store.call(placed.id).await.expect("call"), Some(placed));
     store.close().await;
 }
