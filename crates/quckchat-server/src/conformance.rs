@@ -36,6 +36,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeTuple, Serializer};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::handler::ConnectHandler;
 use tokio::net::TcpListener;
 use tower_http::cors::{Any, CorsLayer};
 
@@ -149,7 +150,7 @@ pub fn router(allow_eio3: bool) -> (Router, SocketIo) {
         .ws_max_message_size(MAX_PAYLOAD as usize)
         .ws_max_frame_size(MAX_PAYLOAD as usize)
         .build_layer();
-    io.ns("/", on_main_connect);
+    io.ns("/", on_main_connect.with(install_main_handlers));
     io.ns("/custom", on_custom_connect);
 
     let engine_config = EngineIoConfig::builder()
@@ -207,8 +208,19 @@ impl EngineIoHandler for Echo {
 }
 
 /// Namespace `/`: `auth` on connect, `message` → `message-back`, `message-with-ack` acked.
+///
+/// The handlers are installed by a connect *middleware* (`install_main_handlers`), which
+/// socketioxide runs before it sends the CONNECT reply. The connect handler itself runs in
+/// a task spawned after that reply, so a handler installed there can miss an event the
+/// client emits the moment it sees CONNECT: socketioxide drops an event that finds no
+/// handler. That race lost about one first ack in twenty (`connect_then_emit.test.mjs`).
 async fn on_main_connect(socket: SocketRef, Data(auth): Data<Dynamic>) {
     emit_auth(&socket, &auth);
+}
+
+/// Runs before the CONNECT reply: every event the client can send after it finds its
+/// handler.
+async fn install_main_handlers(socket: SocketRef) -> Result<(), std::convert::Infallible> {
     socket.on("message", async |socket: SocketRef, Data(args): Data<Args>| {
         if let Err(e) = socket.emit("message-back", &args) {
             tracing::debug!(sid = %socket.id, error = %e, "socket.io: cannot emit message-back");
@@ -219,6 +231,7 @@ async fn on_main_connect(socket: SocketRef, Data(auth): Data<Dynamic>) {
             tracing::debug!(error = %e, "socket.io: cannot ack message-with-ack");
         }
     });
+    Ok(())
 }
 
 /// Namespace `/custom`: `auth` on connect, nothing else.
