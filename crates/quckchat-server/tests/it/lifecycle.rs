@@ -68,7 +68,7 @@ async fn every_message_acked_before_shutdown_survives_it() {
             a.emit_with_ack(
                 "message:send",
                 json!({ "conversationId": conversation, "content": format!("s{i}"), "clientMessageId": format!("s{i}") }),
-                T,
+                burst_budget(N),
             )
         });
         join_all(sends).await

@@ -9,13 +9,16 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// Fires `n` sends from `client` without waiting between them (each emit is written in
-/// order), then collects the acks in send order.
-async fn fire(client: &Client, conversation: &str, prefix: &str, n: usize) -> Vec<Value> {
+/// order), then collects the acks in send order. `queued` is how many sends (from every
+/// socket) are in flight in the conversation at once: its appends run one at a time, so
+/// the last ack waits for all of them, and its budget grows with them (`burst_budget`).
+async fn fire(client: &Client, conversation: &str, prefix: &str, n: usize, queued: usize) -> Vec<Value> {
+    let budget = burst_budget(queued);
     let sends = (0..n).map(|i| {
         client.emit_with_ack(
             "message:send",
             json!({ "conversationId": conversation, "content": format!("{prefix}{i}"), "clientMessageId": format!("{prefix}{i}") }),
-            T,
+            budget,
         )
     });
     join_all(sends).await.into_iter().map(|ack| ack.expect("every send is acked")).collect()
@@ -47,7 +50,7 @@ async fn unawaited_sends_from_one_socket_arrive_in_send_order() {
     let a = app.chat(&alice).await;
     let mut b = app.chat(&bob).await;
 
-    let acks = fire(&a, &conv, "n", 20).await;
+    let acks = fire(&a, &conv, "n", 20, 20).await;
     for (i, ack) in acks.iter().enumerate() {
         assert_eq!(ack["success"], json!(true), "send {i}: {ack}");
         assert_eq!(ack["message"]["content"], json!(format!("n{i}")), "ack {i} answers send {i}");
@@ -73,7 +76,8 @@ async fn concurrent_senders_produce_one_gapless_order_for_everyone() {
     let mut c = app.chat(&carol).await;
 
     const EACH: usize = 25;
-    let (from_alice, from_bob) = tokio::join!(fire(&a, &group, "a", EACH), fire(&b, &group, "b", EACH));
+    let (from_alice, from_bob) =
+        tokio::join!(fire(&a, &group, "a", EACH, 2 * EACH), fire(&b, &group, "b", EACH, 2 * EACH));
     for ack in from_alice.iter().chain(&from_bob) {
         assert_eq!(ack["success"], json!(true), "{ack}");
     }
@@ -115,7 +119,7 @@ async fn the_default_rate_limit_refuses_a_flood_and_keeps_the_socket() {
     let conv = app.single(&alice, &bob).await;
     let a = app.chat(&alice).await;
 
-    let acks = fire(&a, &conv, "f", 40).await;
+    let acks = fire(&a, &conv, "f", 40, 40).await;
     let mut accepted = 0;
     let mut limited = 0;
     for ack in &acks {
