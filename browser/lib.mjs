@@ -80,6 +80,8 @@ export async function startServer() {
     PORT: '0',
     DATABASE_URL: `sqlite://${path.join(dataDir, 'q.db')}`,
     JWT_SECRET: 'browser-secret',
+    AUTH_RATE_PER_MIN: '0',
+    AUTH_USER_RATE_PER_MIN: '0',
     RUST_LOG: 'warn',
   });
   const child = spawn(SERVER_BIN, [], { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });

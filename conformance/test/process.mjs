@@ -188,6 +188,9 @@ export async function startRealServer(env = {}) {
   const fullEnv = {
     DATABASE_URL: `sqlite://${path.join(dataDir, 'q.db')}`,
     JWT_SECRET: 'conformance-secret',
+    // Many users register from 127.0.0.1; the auth throttle is tested in security/.
+    AUTH_RATE_PER_MIN: '0',
+    AUTH_USER_RATE_PER_MIN: '0',
     ...env,
   };
   let current = await spawnServer({ env: fullEnv, port, cwd: dataDir, label: 'quckchat' });

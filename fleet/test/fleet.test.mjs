@@ -41,6 +41,7 @@ before(async () => {
       // The gap-free test sends 30 messages per socket at once.
       RATE_LIMIT_MESSAGES_PER_SEC: '500',
       RATE_LIMIT_MESSAGE_BURST: '500',
+      RATE_LIMIT_USER_MESSAGES_PER_SEC: '1000',
     },
   });
   ({ A, B, C } = F);

@@ -84,8 +84,11 @@ impl Username {
         if !(3..=32).contains(&n) {
             return Err(invalid("username must be 3 to 32 characters"));
         }
-        if !s.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-            return Err(invalid("username may hold only letters, digits, '_', '.' and '-'"));
+        // ASCII only, as the QuckChat app accepts (`^[a-zA-Z0-9_]+$`): look-alikes such as
+        // a Cyrillic `а` in `аlice` or full-width `ａｌｉｃｅ` cannot pose as `alice`.
+        // Display names stay Unicode; accounts made before this rule keep their names.
+        if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid("username may hold only ASCII letters, digits and '_'"));
         }
         Ok(Self(s))
     }
@@ -167,5 +170,12 @@ mod tests {
         assert!(Username::parse("alice_1".into()).is_ok());
         assert!(Username::parse("al".into()).is_err());
         assert!(Username::parse("al ice".into()).is_err());
+        // Look-alikes of `alice` (Cyrillic а, full-width letters) and punctuation are refused.
+        assert!(Username::parse("\u{430}lice".into()).is_err());
+        assert!(Username::parse("\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}".into()).is_err());
+        assert!(Username::parse("al.ice".into()).is_err());
+        assert!(Username::parse("al-ice".into()).is_err());
+        assert!(Username::parse("A".repeat(32)).is_ok());
+        assert!(Username::parse("A".repeat(33)).is_err());
     }
 }

@@ -113,6 +113,13 @@ pub fn quck_env(cmd: &mut Command) {
         .env("RATE_LIMIT_MESSAGE_BURST", "1000000")
         .env("RATE_LIMIT_EVENTS_PER_SEC", "1000000")
         .env("RATE_LIMIT_TYPING_PER_SEC", "1000000")
+        .env("RATE_LIMIT_USER_MESSAGES_PER_SEC", "1000000")
+        .env("RATE_LIMIT_USER_EVENTS_PER_SEC", "1000000")
+        .env("RATE_LIMIT_USER_TYPING_PER_SEC", "1000000")
+        .env("MAX_SOCKETS_PER_USER", "100000")
+        // Thousands of users register and log in from 127.0.0.1.
+        .env("AUTH_RATE_PER_MIN", "0")
+        .env("AUTH_USER_RATE_PER_MIN", "0")
         .env_remove("REDIS_URL")
         .env_remove("PUSH_WEBHOOK_URL");
 }

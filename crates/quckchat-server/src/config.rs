@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use ipnet::IpNet;
+
+pub use crate::auth::throttle::Rule;
 
 /// Which transports Engine.IO accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +75,31 @@ pub struct Config {
     pub turn_secret: Option<String>,
     /// How long minted TURN credentials stay valid.
     pub turn_ttl: Duration,
+    /// Password hashing threads (each holds 19 MiB of argon2 memory).
+    pub hash_workers: usize,
+    /// Logins and registrations waiting for a hashing thread; beyond it, 503 at once.
+    pub hash_queue: usize,
+    /// Register/login/refresh attempts per client address: sustained per minute, burst.
+    pub auth_rate_per_address: Rule,
+    /// Login attempts per username (any address): sustained per minute, burst.
+    pub auth_rate_per_username: Rule,
+    /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`, IPs or CIDRs).
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long a connection may take to send a request's headers, the first request's
+    /// included (so also how long an idle connection is kept).
+    pub header_read_timeout: Duration,
+    /// How long a request body may take to arrive.
+    pub body_read_timeout: Duration,
+    /// Open connections accepted at most; beyond it new ones are closed at once.
+    pub max_connections: usize,
+    /// Messages one user may send per second over all its sockets.
+    pub user_message_rate_per_sec: u32,
+    /// Typing events one user may send per second over all its sockets.
+    pub user_typing_rate_per_sec: u32,
+    /// Other events one user may send per second over all its sockets.
+    pub user_event_rate_per_sec: u32,
+    /// Sockets (all namespaces) one user may hold on this instance.
+    pub max_sockets_per_user: usize,
 }
 
 impl Default for Config {
@@ -104,6 +132,18 @@ impl Default for Config {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl: Duration::from_secs(86_400),
+            hash_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            hash_queue: 16,
+            auth_rate_per_address: Rule { per_minute: 20, burst: 30 },
+            auth_rate_per_username: Rule { per_minute: 5, burst: 10 },
+            trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: default_max_connections(),
+            user_message_rate_per_sec: 20,
+            user_typing_rate_per_sec: 10,
+            user_event_rate_per_sec: 100,
+            max_sockets_per_user: 32,
         }
     }
 }
@@ -200,11 +240,58 @@ impl Config {
         if let Some(v) = get("TURN_TTL") {
             c.turn_ttl = parse_duration(&v).with_context(|| format!("TURN_TTL={v}"))?;
         }
+        let count = |name: &str, default: usize| -> anyhow::Result<usize> {
+            match get(name) {
+                Some(v) => v.parse().with_context(|| format!("{name}={v} is not a whole number")),
+                None => Ok(default),
+            }
+        };
+        c.hash_workers = count("HASH_WORKERS", c.hash_workers)?.max(1);
+        c.hash_queue = count("HASH_QUEUE", c.hash_queue)?;
+        c.auth_rate_per_address = Rule {
+            per_minute: num("AUTH_RATE_PER_MIN", c.auth_rate_per_address.per_minute)?,
+            burst: num("AUTH_BURST", c.auth_rate_per_address.burst)?,
+        };
+        c.auth_rate_per_username = Rule {
+            per_minute: num("AUTH_USER_RATE_PER_MIN", c.auth_rate_per_username.per_minute)?,
+            burst: num("AUTH_USER_BURST", c.auth_rate_per_username.burst)?,
+        };
+        c.trusted_proxies = list("TRUSTED_PROXIES")
+            .iter()
+            .map(|p| {
+                p.parse::<IpNet>()
+                    .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                    .with_context(|| format!("TRUSTED_PROXIES: `{p}` is not an IP address or CIDR"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        c.header_read_timeout = ms("HEADER_READ_TIMEOUT_MS", c.header_read_timeout)?.max(Duration::from_millis(100));
+        c.body_read_timeout = ms("BODY_READ_TIMEOUT_MS", c.body_read_timeout)?.max(Duration::from_millis(100));
+        c.max_connections = count("MAX_CONNECTIONS", c.max_connections)?.max(1);
+        c.user_message_rate_per_sec = num("RATE_LIMIT_USER_MESSAGES_PER_SEC", c.user_message_rate_per_sec)?.max(1);
+        c.user_typing_rate_per_sec = num("RATE_LIMIT_USER_TYPING_PER_SEC", c.user_typing_rate_per_sec)?.max(1);
+        c.user_event_rate_per_sec = num("RATE_LIMIT_USER_EVENTS_PER_SEC", c.user_event_rate_per_sec)?.max(1);
+        c.max_sockets_per_user = count("MAX_SOCKETS_PER_USER", c.max_sockets_per_user)?.max(1);
         if !c.turn_urls.is_empty() && c.turn_secret.is_none() {
             bail!("TURN_URLS is set but TURN_SECRET is not: TURN credentials cannot be minted");
         }
         Ok(c)
     }
+}
+
+/// The open-file limit of this process, less headroom for the store, Redis, logs and the
+/// accept that must fail gracefully: 90 % of the soft limit, and at least 64 fewer.
+pub fn default_max_connections() -> usize {
+    let limit = open_file_limit().unwrap_or(1024);
+    let headroom = (limit / 10).max(64);
+    limit.saturating_sub(headroom).max(16)
+}
+
+/// `RLIMIT_NOFILE`'s soft limit.
+fn open_file_limit() -> Option<usize> {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    (rc == 0 && rl.rlim_cur != libc::RLIM_INFINITY).then(|| usize::try_from(rl.rlim_cur).unwrap_or(usize::MAX))
 }
 
 /// Parses `15m`, `1h`, `30d`, `45s`, `500ms` or plain seconds.
@@ -259,6 +346,27 @@ mod tests {
         assert!(c.cors_origins.is_empty());
         assert_eq!(c.ring_timeout, Duration::from_secs(45));
         assert!(c.turn_urls.is_empty() && c.stun_urls.is_empty());
+        assert!(c.max_connections >= 16 && c.max_connections < 1_000_000);
+        assert_eq!(c.max_sockets_per_user, 32);
+        assert!(c.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn hardening_variables() {
+        let c = cfg(&[
+            ("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8,::1"),
+            ("AUTH_RATE_PER_MIN", "0"),
+            ("MAX_CONNECTIONS", "900"),
+            ("HEADER_READ_TIMEOUT_MS", "2000"),
+            ("MAX_SOCKETS_PER_USER", "4"),
+        ])
+        .unwrap();
+        assert_eq!(c.trusted_proxies.len(), 3);
+        assert_eq!(c.auth_rate_per_address.per_minute, 0);
+        assert_eq!(c.max_connections, 900);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_sockets_per_user, 4);
+        assert!(cfg(&[("TRUSTED_PROXIES", "nginx")]).is_err());
     }
 
     #[test]

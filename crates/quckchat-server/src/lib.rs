@@ -11,6 +11,7 @@ pub mod ice;
 pub mod metered_store;
 pub mod metrics;
 pub mod push;
+pub mod serve;
 pub mod startup;
 pub mod state;
 

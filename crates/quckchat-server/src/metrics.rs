@@ -25,6 +25,15 @@ pub const HTTP_REQUESTS: &str = "quckchat_http_requests_total";
 /// Handshakes refused, by namespace.
 pub const HANDSHAKES_REFUSED: &str = "quckchat_handshakes_refused_total";
 
+/// Open HTTP connections (upgraded WebSockets included).
+pub const CONNECTIONS_OPEN: &str = "quckchat_connections_open";
+/// Connections closed at once because `MAX_CONNECTIONS` were open.
+pub const CONNECTIONS_REFUSED: &str = "quckchat_connections_refused_total";
+/// Sockets disconnected because an ack could not be queued for them (full buffer).
+pub const ACKS_UNDELIVERABLE: &str = "quckchat_acks_undeliverable_total";
+/// Auth attempts refused before any work, by reason (`throttled`, `hashing_busy`).
+pub const AUTH_REFUSED: &str = "quckchat_auth_refused_total";
+
 /// A handle on this server's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -128,6 +137,35 @@ impl Metrics {
     pub fn handshake_refused(&self, namespace: &'static str) {
         self.recorder
             .register_counter(&Self::key(HANDSHAKES_REFUSED, vec![Label::new("namespace", namespace)]), &METADATA)
+            .increment(1);
+    }
+
+    /// A connection opened (`+1`) or closed (`-1`).
+    pub fn connection_gauge(&self, delta: f64) {
+        let gauge = self.recorder.register_gauge(&Self::key(CONNECTIONS_OPEN, vec![]), &METADATA);
+        if delta >= 0.0 {
+            gauge.increment(delta);
+        } else {
+            gauge.decrement(-delta);
+        }
+    }
+
+    /// A connection was closed at once: too many were open.
+    pub fn connection_refused(&self) {
+        self.recorder.register_counter(&Self::key(CONNECTIONS_REFUSED, vec![]), &METADATA).increment(1);
+    }
+
+    /// A socket was disconnected because its ack could not be queued.
+    pub fn ack_undeliverable(&self, namespace: &'static str) {
+        self.recorder
+            .register_counter(&Self::key(ACKS_UNDELIVERABLE, vec![Label::new("namespace", namespace)]), &METADATA)
+            .increment(1);
+    }
+
+    /// An auth attempt was refused before any work.
+    pub fn auth_refused(&self, reason: &'static str) {
+        self.recorder
+            .register_counter(&Self::key(AUTH_REFUSED, vec![Label::new("reason", reason)]), &METADATA)
             .increment(1);
     }
 }

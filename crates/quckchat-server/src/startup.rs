@@ -32,7 +32,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use crate::auth::{Auth, JwtKeys};
+use crate::auth::throttle::AuthThrottle;
+use crate::auth::{Auth, JwtKeys, PasswordHasher};
 use crate::config::{Config, Transports};
 use crate::fleet::Fleet;
 use crate::fleet::devices::RedisDevices;
@@ -46,6 +47,7 @@ use crate::ice::IceProvider;
 use crate::metered_store::MeteredStore;
 use crate::metrics::Metrics;
 use crate::push::{PushPolicy, PushWorker};
+use crate::serve::ServeLimits;
 use crate::state::AppState;
 
 /// A built, bound server, not yet serving.
@@ -321,7 +323,10 @@ impl Server {
                 tracing::info!(settled, "calls left ringing or active by the previous run were ended");
             }
         }
-        let auth = Arc::new(Auth::new(store.clone(), realtime, keys, config.access_ttl, config.refresh_ttl));
+        let hasher = PasswordHasher::start(config.hash_workers, config.hash_queue);
+        let throttle = AuthThrottle::new(config.auth_rate_per_address, config.auth_rate_per_username);
+        let auth =
+            Arc::new(Auth::new(store.clone(), realtime, keys, hasher, throttle, config.access_ttl, config.refresh_ttl));
         let ice = IceProvider::new(&config);
         let config = Arc::new(config);
         let state = AppState {
@@ -332,6 +337,7 @@ impl Server {
             store: store.clone(),
             metrics: metrics.clone(),
             drain: Drain::new(),
+            sockets: crate::gateway::session::UserSockets::new(&config),
             fleet: fleet.clone(),
             config: config.clone(),
         };
@@ -390,10 +396,13 @@ impl Server {
             close().await;
             tracing::info!("sockets closed");
         };
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(graceful)
-            .await
-            .context("serving")?;
+        let limits = ServeLimits {
+            header_read_timeout: state.config.header_read_timeout,
+            body_read_timeout: state.config.body_read_timeout,
+            max_connections: state.config.max_connections,
+            close_grace: grace,
+        };
+        crate::serve::serve(listener, router, limits, state.metrics.clone(), graceful).await.context("serving")?;
         stop_push.cancel();
         if let Some(task) = push_task {
             let _ = tokio::time::timeout(grace, task).await;

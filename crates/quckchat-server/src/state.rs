@@ -33,6 +33,8 @@ pub struct AppState {
     pub drain: Arc<Drain>,
     /// The fleet's Redis, when running as a fleet (health checks).
     pub fleet: Option<Fleet>,
+    /// Every user's sockets here: counts and shared rate limits.
+    pub sockets: Arc<crate::gateway::session::UserSockets>,
     /// The configuration it started with.
     pub config: Arc<Config>,
 }

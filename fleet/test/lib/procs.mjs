@@ -271,6 +271,9 @@ export async function startInstance({ name, dir, env }) {
     HOST: '127.0.0.1',
     PORT: '0',
     JWT_SECRET,
+    // Many users register through one nginx; the auth throttle is tested in security/.
+    AUTH_RATE_PER_MIN: '0',
+    AUTH_USER_RATE_PER_MIN: '0',
     RUST_LOG: process.env.FLEET_RUST_LOG || 'warn',
     ...env,
   });

@@ -69,6 +69,9 @@ pub struct Calls {
     /// One lane per conversation for `initiate`, so that two users calling each other
     /// at once meet in one call.
     placing: Lanes<ConversationId>,
+    /// One call placement per caller at a time, so "one outgoing ringing call per user"
+    /// holds under concurrent `call:initiate`s in different conversations.
+    placing_by_caller: Lanes<UserId>,
     pending: Arc<dyn SignalBuffer>,
     ring_timeout: Duration,
     push_queued: Arc<Notify>,
@@ -97,6 +100,7 @@ impl Calls {
             directory,
             lanes: Lanes::new(),
             placing: Lanes::new(),
+            placing_by_caller: Lanes::new(),
             pending,
             ring_timeout,
             push_queued,
@@ -137,6 +141,7 @@ impl Calls {
             return Err(DomainError::InvalidInput("nobody else is in this conversation".into()));
         }
 
+        let _caller_turn = self.placing_by_caller.enter(caller.user).await;
         let _placing = self.placing.enter(conversation.id).await;
         let caller_live = self.calls.live_calls_of(caller.user).await?;
         if let Some(existing) = caller_live.iter().find(|c| c.conversation_id == conversation.id) {
@@ -155,6 +160,11 @@ impl Calls {
                 && c.participant(caller.user).is_some_and(|p| p.status == ParticipantStatus::Joined)
         }) {
             return Err(DomainError::Conflict("you are already in a call".into()));
+        }
+        // One outgoing ringing call per user: a second one (in another conversation) would
+        // ring two sets of devices for one person who can only talk in one.
+        if caller_live.iter().any(|c| c.status == CallStatus::Ringing && c.initiator_id == caller.user) {
+            return Err(DomainError::Conflict("you already have a call ringing; end it first".into()));
         }
 
         let at = now();

@@ -61,8 +61,32 @@ impl SendMessage {
         if self.attachments.iter().any(|a| a.url.is_empty() || a.url.len() > 2048) {
             return Err(DomainError::InvalidInput("every attachment needs a url of at most 2048 bytes".into()));
         }
+        if self
+            .attachments
+            .iter()
+            .any(|a| !is_web_url(&a.url) || a.thumbnail_url.as_deref().is_some_and(|t| !is_web_url(t)))
+        {
+            return Err(DomainError::InvalidInput("attachment urls must be http:// or https:// urls".into()));
+        }
         Ok(self)
     }
+}
+
+/// An absolute `http:` or `https:` URL with a host and no whitespace or control
+/// characters: what a client can safely put in an `<img src>` or open. `javascript:`,
+/// `data:`, `file:` and relative URLs are refused, since every member's client renders
+/// what one member sent.
+pub fn is_web_url(url: &str) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &url[8..]
+    } else if lower.starts_with("http://") {
+        &url[7..]
+    } else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    !host.is_empty() && !host.starts_with('@') && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// A read receipt as recorded.
@@ -294,5 +318,32 @@ impl Chat {
             }
         }
         Ok(self.store.history(conversation, cursor, limit.clamp(1, 200)).await?)
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::is_web_url;
+
+    #[test]
+    fn only_absolute_http_urls_are_attachments() {
+        for ok in ["https://cdn.example/a.png", "HTTP://example.com", "https://h:8443/x?y#z"] {
+            assert!(is_web_url(ok), "{ok}");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "data:text/html,<script>",
+            "file:///etc/passwd",
+            "/relative.png",
+            "https://",
+            "https:///path",
+            "https://exa mple.com",
+            "https://example.com/\n",
+            "vbscript:x",
+            "ftp://example.com/f",
+        ] {
+            assert!(!is_web_url(bad), "{bad}");
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! verification every REST request and socket handshake goes through.
 
 mod password;
+pub mod throttle;
 mod tokens;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ use serde::Serialize;
 use thiserror::Error;
 use tracing::instrument;
 
+pub use password::PasswordHasher;
+use throttle::AuthThrottle;
 pub use tokens::{Claims, JwtKeys};
 
 /// Why an auth operation failed.
@@ -34,6 +38,15 @@ pub enum AuthError {
     /// A missing, malformed, expired or revoked token.
     #[error("invalid or expired token")]
     InvalidToken,
+    /// Every password hashing thread is busy and the queue is full: try again shortly.
+    #[error("too many logins at once")]
+    Busy,
+    /// Too many attempts from this address or for this username.
+    #[error("too many attempts")]
+    Throttled {
+        /// When another attempt may succeed, seconds.
+        retry_after_secs: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -81,6 +94,8 @@ pub struct Auth {
     store: Arc<dyn Store>,
     realtime: Arc<dyn Realtime>,
     keys: JwtKeys,
+    hasher: PasswordHasher,
+    throttle: AuthThrottle,
     access_ttl: Duration,
     refresh_ttl: Duration,
 }
@@ -91,27 +106,31 @@ impl Auth {
         store: Arc<dyn Store>,
         realtime: Arc<dyn Realtime>,
         keys: JwtKeys,
+        hasher: PasswordHasher,
+        throttle: AuthThrottle,
         access_ttl: Duration,
         refresh_ttl: Duration,
     ) -> Self {
-        Self { store, realtime, keys, access_ttl, refresh_ttl }
+        Self { store, realtime, keys, hasher, throttle, access_ttl, refresh_ttl }
     }
 
-    /// Creates an account and logs it in.
+    /// Creates an account and logs it in. `from` is the client's address (throttled).
     #[instrument(skip_all)]
     pub async fn register(
         &self,
+        from: IpAddr,
         username: String,
         password: String,
         display_name: Option<String>,
     ) -> Result<AuthResponse, AuthError> {
+        self.throttle.attempt(from, None)?;
         let username = Username::parse(username)?;
         password::check_rules(&password)?;
         let display_name = match display_name {
             Some(d) => DisplayName::parse(d)?.as_str().to_string(),
             None => username.as_str().to_string(),
         };
-        let password_hash = password::hash(password).await?;
+        let password_hash = self.hasher.hash(password).await?;
         let user = self
             .store
             .create_user(NewUser {
@@ -131,14 +150,15 @@ impl Auth {
 
     /// Checks a username and password and starts a session.
     #[instrument(skip_all)]
-    pub async fn login(&self, username: &str, password: String) -> Result<AuthResponse, AuthError> {
+    pub async fn login(&self, from: IpAddr, username: &str, password: String) -> Result<AuthResponse, AuthError> {
+        self.throttle.attempt(from, Some(username))?;
         let credentials = self.store.credentials(username.trim()).await?;
         let Some(credentials) = credentials else {
             // Spend the same time as a real check, so timing does not reveal usernames.
-            password::verify(password, None).await?;
+            self.hasher.verify(password, None).await?;
             return Err(AuthError::BadCredentials);
         };
-        if !password::verify(password, Some(credentials.password_hash)).await? {
+        if !self.hasher.verify(password, Some(credentials.password_hash)).await? {
             return Err(AuthError::BadCredentials);
         }
         self.start_session(credentials.user).await
@@ -166,7 +186,8 @@ impl Auth {
     /// Exchanges a refresh token for a new pair; the old refresh token stops working. A
     /// reused (already rotated) token ends the whole session, as it means it leaked.
     #[instrument(skip_all)]
-    pub async fn refresh(&self, refresh_token: &str) -> Result<AuthResponse, AuthError> {
+    pub async fn refresh(&self, from: IpAddr, refresh_token: &str) -> Result<AuthResponse, AuthError> {
+        self.throttle.attempt(from, None)?;
         let (session_id, hash) = tokens::parse_refresh_token(refresh_token).ok_or(AuthError::InvalidToken)?;
         let session = self.store.session(session_id).await?.ok_or(AuthError::InvalidToken)?;
         if session.revoked_at.is_some() || session.expires_at <= Utc::now() {

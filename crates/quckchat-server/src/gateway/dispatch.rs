@@ -59,18 +59,15 @@ pub async fn dispatch<A: Adapter, Fut>(
             if let Some(ticket) = queued.ticket {
                 drop(ctx.lane.turn(ticket).await);
             }
-            let _ = ack.send(&refusal.to_ack());
+            if let Err(e) = ack.send(&refusal.to_ack()) {
+                ack_undeliverable(state, namespace, &socket, &e);
+            }
             return;
         }
     };
     let span = tracing::info_span!("event", namespace, event = name, user = %ctx.user);
     async move {
-        let limiter = match class {
-            RateClass::Message => &ctx.limits.messages,
-            RateClass::Typing => &ctx.limits.typing,
-            RateClass::Other => &ctx.limits.other,
-        };
-        let allowed = limiter.check().is_ok();
+        let allowed = ctx.allow(class);
         let result = match queued.ticket {
             None => Err(AckError::RateLimited),
             Some(ticket) => {
@@ -88,10 +85,45 @@ pub async fn dispatch<A: Adapter, Fut>(
             e.to_ack()
         });
         if let Err(e) = ack.send(&body) {
-            tracing::debug!(error = %e, "could not send an ack");
+            ack_undeliverable(state, namespace, &socket, &e);
         }
         drop(in_flight);
     }
     .instrument(span)
     .await;
+}
+
+/// An ack that cannot be queued (the socket's buffer is full) must not be lost while the
+/// socket stays open: the event took effect, and a client waiting on it without a timeout
+/// would wait forever. The socket is disconnected instead; the client reconnects and
+/// catches up (`afterSeq`, idempotent retries). The DISCONNECT packet needs a free slot
+/// in the same full buffer, so it is retried until one frees; if none ever does, the
+/// engine's next heartbeat fails on the full buffer and closes the connection all the same.
+fn ack_undeliverable<A: Adapter>(
+    state: &AppState,
+    namespace: &'static str,
+    socket: &SocketRef<A>,
+    error: &socketioxide::SendError,
+) {
+    use socketioxide::{SendError, SocketError};
+    match error {
+        SendError::Socket(SocketError::Closed) => {
+            tracing::debug!(namespace, "ack not sent: the socket is closed");
+        }
+        other => {
+            state.metrics.ack_undeliverable(namespace);
+            tracing::warn!(namespace, sid = %socket.id, error = %other, "ack could not be queued; disconnecting the socket");
+            let socket = socket.clone();
+            let give_up = state.config.ping_interval + state.config.ping_timeout;
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                while let Err(SocketError::InternalChannelFull) = socket.clone().disconnect() {
+                    if started.elapsed() > give_up {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            });
+        }
+    }
 }

@@ -17,13 +17,21 @@ use super::{session_room, user_room};
 use crate::auth::{Principal, strip_bearer};
 use crate::state::AppState;
 
-/// The one refusal clients see.
+/// Why a handshake is refused; the text is the CONNECT_ERROR message.
 #[derive(Debug)]
-pub struct Unauthorized;
+pub enum Refused {
+    /// No valid token (the contract's one refusal for that).
+    Unauthorized,
+    /// The user already holds `MAX_SOCKETS_PER_USER` sockets here.
+    TooManySockets,
+}
 
-impl fmt::Display for Unauthorized {
+impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("unauthorized")
+        f.write_str(match self {
+            Self::Unauthorized => "unauthorized",
+            Self::TooManySockets => "too many connections for this user",
+        })
     }
 }
 
@@ -52,17 +60,22 @@ pub async fn authenticate<A: Adapter>(
     socket: &SocketRef<A>,
     auth: &Result<Value, ParserError>,
     namespace: &'static str,
-) -> Result<Principal, Unauthorized> {
+) -> Result<Principal, Refused> {
     let refuse = || {
         state.metrics.handshake_refused(namespace);
-        Unauthorized
+        Refused::Unauthorized
     };
     let token = presented_token(socket, auth).ok_or_else(refuse)?;
     let who = state.auth.verify(&token).await.map_err(|e| {
         tracing::debug!(error = %e, namespace, "handshake refused");
         refuse()
     })?;
-    socket.extensions.insert(Arc::new(SocketCtx::new(who.user_id, who.session_id, &state.config)));
+    let slot = state.sockets.admit(who.user_id).ok_or_else(|| {
+        state.metrics.handshake_refused(namespace);
+        tracing::info!(user = %who.user_id, namespace, "handshake refused: too many sockets for this user");
+        Refused::TooManySockets
+    })?;
+    socket.extensions.insert(Arc::new(SocketCtx::new(who.user_id, who.session_id, &state.config, slot)));
     socket.join([user_room(who.user_id), session_room(who.session_id)]);
     Ok(who)
 }

@@ -7,7 +7,7 @@ pub mod dispatch;
 pub mod drain;
 mod handshake;
 pub mod realtime;
-mod session;
+pub mod session;
 pub mod webrtc;
 
 use std::fmt;
@@ -49,13 +49,24 @@ pub fn conversation_room(conversation: ConversationId) -> String {
 #[derive(Debug)]
 enum HandshakeError {
     Unauthorized,
+    TooManySockets,
     Unavailable,
+}
+
+impl From<handshake::Refused> for HandshakeError {
+    fn from(r: handshake::Refused) -> Self {
+        match r {
+            handshake::Refused::Unauthorized => Self::Unauthorized,
+            handshake::Refused::TooManySockets => Self::TooManySockets,
+        }
+    }
 }
 
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Unauthorized => "unauthorized",
+            Self::TooManySockets => "too many connections for this user",
             Self::Unavailable => "internal error",
         })
     }
@@ -84,10 +95,7 @@ pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: &Arc<AppSt
             let weak = weak.clone();
             async move {
                 let state = weak.upgrade().ok_or(HandshakeError::Unavailable)?;
-                handshake::authenticate(&state, &socket, &auth, "/")
-                    .await
-                    .map(|_| ())
-                    .map_err(|_| HandshakeError::Unauthorized)
+                handshake::authenticate(&state, &socket, &auth, "/").await.map(|_| ()).map_err(HandshakeError::from)
             }
         }
     };
@@ -107,9 +115,7 @@ async fn webrtc_handshake<A: Adapter>(
     auth: Result<Value, socketioxide::ParserError>,
 ) -> Result<(), HandshakeError> {
     let state = weak.upgrade().ok_or(HandshakeError::Unavailable)?;
-    let who = handshake::authenticate(&state, &socket, &auth, webrtc::NAMESPACE)
-        .await
-        .map_err(|_| HandshakeError::Unauthorized)?;
+    let who = handshake::authenticate(&state, &socket, &auth, webrtc::NAMESPACE).await.map_err(HandshakeError::from)?;
     let device = Device { user: who.user_id, id: DeviceId(socket.id.to_string()) };
     socket.join(device_room(&device.id));
     // Counted before the CONNECT reply, so no event of this device can come first; the
@@ -148,9 +154,7 @@ async fn chat_handshake<A: Adapter>(
     auth: Result<Value, socketioxide::ParserError>,
 ) -> Result<(), HandshakeError> {
     let state = weak.upgrade().ok_or(HandshakeError::Unavailable)?;
-    let who = handshake::authenticate(&state, &socket, &auth, chat::NAMESPACE)
-        .await
-        .map_err(|_| HandshakeError::Unauthorized)?;
+    let who = handshake::authenticate(&state, &socket, &auth, chat::NAMESPACE).await.map_err(HandshakeError::from)?;
     let conversations = state.chat.conversation_ids(who.user_id).await.map_err(|e| {
         tracing::error!(error = %e, "handshake: could not list conversations");
         HandshakeError::Unavailable

@@ -1,6 +1,7 @@
 //! What the gateway keeps per socket: who it is, its ordered lane, its rate limits,
 //! and the guard that releases its presence however the socket ends.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -36,12 +37,95 @@ pub struct SocketCtx {
     /// Set once presence counted this socket. Taken by the disconnect handler; if that
     /// never runs, dropping the context (with the socket) releases it all the same.
     pub presence: Mutex<Option<PresenceGuard>>,
+    /// This socket's place among its user's sockets; its limits are shared by all of them.
+    pub slot: UserSlot,
 }
 
 impl SocketCtx {
-    /// A context for a freshly authenticated socket.
-    pub fn new(user: UserId, session: SessionId, config: &Config) -> Self {
-        Self { user, session, lane: Lane::default(), limits: Limits::new(config), presence: Mutex::new(None) }
+    /// A context for a freshly authenticated socket holding `slot`.
+    pub fn new(user: UserId, session: SessionId, config: &Config, slot: UserSlot) -> Self {
+        Self { user, session, lane: Lane::default(), limits: Limits::new(config), presence: Mutex::new(None), slot }
+    }
+
+    /// Takes one event of `class` from this socket's bucket and from its user's.
+    pub fn allow(&self, class: super::dispatch::RateClass) -> bool {
+        use super::dispatch::RateClass;
+        let (mine, users) = match class {
+            RateClass::Message => (&self.limits.messages, &self.slot.entry.limits.messages),
+            RateClass::Typing => (&self.limits.typing, &self.slot.entry.limits.typing),
+            RateClass::Other => (&self.limits.other, &self.slot.entry.limits.other),
+        };
+        // The socket's own bucket first: a socket over its own limit does not use up
+        // its user's (the other devices keep their share).
+        mine.check().is_ok() && users.check().is_ok()
+    }
+}
+
+/// Every user's sockets on this instance: how many, and the rate limits they share, so
+/// that opening more sockets buys neither more events per second nor unbounded sockets
+/// (`MAX_SOCKETS_PER_USER`). Entries go with the user's last socket.
+pub struct UserSockets {
+    max_per_user: usize,
+    rates: (u32, u32, u32),
+    users: Mutex<HashMap<UserId, Arc<UserEntry>>>,
+}
+
+/// One user's shared part.
+pub struct UserEntry {
+    sockets: AtomicU64,
+    limits: Limits,
+}
+
+/// A socket's hold on its user's entry; dropping it (with the socket) gives it back.
+pub struct UserSlot {
+    owner: Arc<UserSockets>,
+    user: UserId,
+    entry: Arc<UserEntry>,
+}
+
+impl UserSockets {
+    /// Limits from the configuration.
+    pub fn new(config: &Config) -> Arc<Self> {
+        Arc::new(Self {
+            max_per_user: config.max_sockets_per_user,
+            rates: (config.user_message_rate_per_sec, config.user_typing_rate_per_sec, config.user_event_rate_per_sec),
+            users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for one more socket of `user`, or `None` when it has `MAX_SOCKETS_PER_USER`.
+    pub fn admit(self: &Arc<Self>, user: UserId) -> Option<UserSlot> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = users
+            .entry(user)
+            .or_insert_with(|| {
+                let (messages, typing, other) = self.rates;
+                Arc::new(UserEntry {
+                    sockets: AtomicU64::new(0),
+                    limits: Limits::with_rates(messages, messages, typing, other),
+                })
+            })
+            .clone();
+        if entry.sockets.load(Ordering::SeqCst) >= self.max_per_user as u64 {
+            return None;
+        }
+        entry.sockets.fetch_add(1, Ordering::SeqCst);
+        Some(UserSlot { owner: self.clone(), user, entry })
+    }
+
+    /// Sockets `user` holds here.
+    pub fn count(&self, user: UserId) -> u64 {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.get(&user).map_or(0, |e| e.sockets.load(Ordering::SeqCst))
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut users = self.owner.users.lock().unwrap_or_else(|e| e.into_inner());
+        if self.entry.sockets.fetch_sub(1, Ordering::SeqCst) == 1 {
+            users.remove(&self.user);
+        }
     }
 }
 
@@ -139,14 +223,20 @@ pub struct Limits {
 
 impl Limits {
     fn new(config: &Config) -> Self {
+        Self::with_rates(
+            config.message_rate_per_sec,
+            config.message_rate_per_sec.saturating_add(config.message_burst),
+            config.typing_rate_per_sec,
+            config.event_rate_per_sec,
+        )
+    }
+
+    fn with_rates(messages: u32, message_burst: u32, typing: u32, other: u32) -> Self {
         let per_sec = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
-            messages: RateLimiter::direct(
-                Quota::per_second(per_sec(config.message_rate_per_sec))
-                    .allow_burst(per_sec(config.message_rate_per_sec + config.message_burst)),
-            ),
-            typing: RateLimiter::direct(Quota::per_second(per_sec(config.typing_rate_per_sec))),
-            other: RateLimiter::direct(Quota::per_second(per_sec(config.event_rate_per_sec))),
+            messages: RateLimiter::direct(Quota::per_second(per_sec(messages)).allow_burst(per_sec(message_burst))),
+            typing: RateLimiter::direct(Quota::per_second(per_sec(typing))),
+            other: RateLimiter::direct(Quota::per_second(per_sec(other))),
         }
     }
 }

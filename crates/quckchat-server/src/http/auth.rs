@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::error::{ApiError, Json};
-use super::extract::AuthUser;
+use super::extract::{AuthUser, ClientAddr};
 use crate::auth::AuthResponse;
 use crate::state::AppState;
 
@@ -13,7 +13,7 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterBody {
-    /// 3–32 letters, digits, `_`, `.`, `-`; unique (case-insensitively).
+    /// 3–32 ASCII letters, digits and `_` (`^[a-zA-Z0-9_]+$`); unique case-insensitively.
     pub username: String,
     /// 8–128 characters.
     pub password: String,
@@ -40,20 +40,29 @@ pub struct RefreshBody {
 
 /// Creates an account and logs it in.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterBody,
-    responses((status = 201, body = AuthResponse), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
+    responses((status = 201, body = AuthResponse), (status = 400, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
+        (status = 429, description = "too many attempts from this address (Retry-After)", body = super::error::ErrorBody),
+        (status = 503, description = "every hashing thread busy (Retry-After)", body = super::error::ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     Json(body): Json<RegisterBody>,
 ) -> Result<(StatusCode, Json<AuthResponse>), ApiError> {
-    let response = state.auth.register(body.username, body.password, body.display_name).await?;
+    let response = state.auth.register(from, body.username, body.password, body.display_name).await?;
     Ok((StatusCode::CREATED, Json(response)))
 }
 
 /// Logs in.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginBody,
-    responses((status = 200, body = AuthResponse), (status = 401, body = super::error::ErrorBody)))]
-pub async fn login(State(state): State<AppState>, Json(body): Json<LoginBody>) -> Result<Json<AuthResponse>, ApiError> {
-    Ok(Json(state.auth.login(&body.username, body.password).await?))
+    responses((status = 200, body = AuthResponse), (status = 401, body = super::error::ErrorBody),
+        (status = 429, description = "too many attempts from this address or for this username (Retry-After)", body = super::error::ErrorBody),
+        (status = 503, description = "every hashing thread busy (Retry-After)", body = super::error::ErrorBody)))]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
+    Json(body): Json<LoginBody>,
+) -> Result<Json<AuthResponse>, ApiError> {
+    Ok(Json(state.auth.login(from, &body.username, body.password).await?))
 }
 
 /// Exchanges a refresh token for a new pair; the old one stops working.
@@ -61,9 +70,10 @@ pub async fn login(State(state): State<AppState>, Json(body): Json<LoginBody>) -
     responses((status = 200, body = AuthResponse), (status = 401, body = super::error::ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     Json(body): Json<RefreshBody>,
 ) -> Result<Json<AuthResponse>, ApiError> {
-    Ok(Json(state.auth.refresh(&body.refresh_token).await?))
+    Ok(Json(state.auth.refresh(from, &body.refresh_token).await?))
 }
 
 /// Ends the session and disconnects its sockets.

@@ -15,6 +15,8 @@ use crate::auth::AuthError;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds for a `Retry-After` header (429 and 503).
+    retry_after: Option<u64>,
 }
 
 /// The error body (CONTRACT §2).
@@ -34,7 +36,18 @@ pub struct ErrorBody {
 impl ApiError {
     /// An error with a status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), retry_after: None }
+    }
+
+    /// With a `Retry-After` header of `seconds` (at least 1).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too many attempts; try again later").retry_after(retry_after_secs)
     }
 
     /// 400.
@@ -65,7 +78,11 @@ impl IntoResponse for ApiError {
             error: self.status.canonical_reason().unwrap_or("Error").to_string(),
             timestamp: quckchat_domain::model::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -92,6 +109,10 @@ impl From<AuthError> for ApiError {
             AuthError::UsernameTaken => Self::new(StatusCode::CONFLICT, "username is already taken"),
             AuthError::BadCredentials => Self::new(StatusCode::UNAUTHORIZED, "invalid username or password"),
             AuthError::InvalidToken => Self::unauthorized(),
+            AuthError::Busy => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "too many logins at once; try again shortly").retry_after(1)
+            }
+            AuthError::Throttled { retry_after_secs } => Self::too_many_requests(retry_after_secs),
             AuthError::Store(e) => {
                 tracing::error!(error = %e, "store failed");
                 Self::internal()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use quckchat_server::Server;
-use quckchat_server::config::Config;
+use quckchat_server::config::{Config, Rule};
 use quckchat_server::push::PushPolicy;
 use quckchat_server::state::AppState;
 use quckchat_sio_client::{Client, ConnectOptions};
@@ -20,6 +20,17 @@ use tokio::time::Instant;
 
 /// How long any single wait in a test may take.
 pub const T: Duration = Duration::from_secs(5);
+
+/// What one stored message may take when many are queued behind each other, on the
+/// slowest store CI runs (SecantusDB, a Python MongoDB stand-in: ~30 ms per append alone,
+/// several times that beside three other tests). Alone it is a few milliseconds.
+pub const PER_QUEUED_MESSAGE: Duration = Duration::from_millis(400);
+
+/// The budget of the last of `queued` operations that run one after another: `T` plus
+/// `PER_QUEUED_MESSAGE` for each. Still finite, so a hang fails the test.
+pub fn burst_budget(queued: usize) -> Duration {
+    T + PER_QUEUED_MESSAGE * u32::try_from(queued).unwrap_or(u32::MAX)
+}
 
 /// The JWT secret every test server signs with (tests forge tokens with it).
 pub const JWT_SECRET: &str = "quckchat-integration-tests-secret";
@@ -100,6 +111,9 @@ pub fn test_config(dir: &Path) -> Config {
         data_dir: dir.to_path_buf(),
         jwt_secret: Some(JWT_SECRET.into()),
         shutdown_grace: Duration::from_secs(5),
+        // Tests register and log in many users from 127.0.0.1; the throttle has its own tests.
+        auth_rate_per_address: Rule { per_minute: 0, burst: 0 },
+        auth_rate_per_username: Rule { per_minute: 0, burst: 0 },
         ..Config::default()
     }
 }
@@ -122,6 +136,9 @@ pub fn relaxed(config: &mut Config) {
     config.message_burst = 10_000;
     config.typing_rate_per_sec = 10_000;
     config.event_rate_per_sec = 10_000;
+    config.user_message_rate_per_sec = 10_000;
+    config.user_typing_rate_per_sec = 10_000;
+    config.user_event_rate_per_sec = 10_000;
 }
 
 /// A server with the default configuration (default rate limits included).
