@@ -416,6 +416,20 @@ pub enum Appended {
     Existing(Message),
 }
 
+/// What `remove_member` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The member is gone; `promoted` became an admin because no admin was left.
+    Removed {
+        /// Who was made an admin in the same step, if anyone.
+        promoted: Option<UserId>,
+    },
+    /// The target was not (or no longer) a member.
+    NotMember,
+    /// `by` is neither the target nor an admin (any more).
+    NotAllowed,
+}
+
 /// What a push notification is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

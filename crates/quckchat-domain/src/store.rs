@@ -13,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::error::StoreError;
 use crate::ids::{ConversationId, MessageId, PushJobId, SessionId, UserId};
+use crate::model::Removal;
 use crate::model::{
     Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob, Role, Session,
     Timestamp, User,
@@ -108,13 +109,24 @@ pub trait Store: Send + Sync + 'static {
         name: Option<String>,
         avatar: Option<String>,
     ) -> StoreResult<()>;
-    /// Adds members (role `member`); users already in it are left as they are. Returns
-    /// the ids actually added.
-    async fn add_members(&self, id: ConversationId, users: &[UserId], at: Timestamp) -> StoreResult<Vec<UserId>>;
-    /// Removes a member; `false` when the user was not one.
-    async fn remove_member(&self, id: ConversationId, user: UserId) -> StoreResult<bool>;
-    /// Makes `user` an admin (used when the last admin leaves a group).
-    async fn promote_to_admin(&self, id: ConversationId, user: UserId) -> StoreResult<()>;
+    /// Adds members (role `member`) on behalf of `by`, who must be an admin of the
+    /// conversation *at the moment of the write* (checked in the same transaction or
+    /// conditional write, so an admin who has just left cannot add anyone). Users already
+    /// in it are left as they are. Returns the ids actually added, or `None` when `by` is
+    /// not (or no longer) an admin. `NotFound` for an unknown conversation.
+    async fn add_members(
+        &self,
+        id: ConversationId,
+        by: UserId,
+        users: &[UserId],
+        at: Timestamp,
+    ) -> StoreResult<Option<Vec<UserId>>>;
+    /// Removes `target` on behalf of `by` (`by == target`: leaving; otherwise `by` must be
+    /// an admin at the moment of the write) and, when that leaves members but no admin,
+    /// makes the first remaining member (the creator, then the earliest joined) an admin,
+    /// all in one atomic step: however removals race, a group with members always keeps
+    /// an admin.
+    async fn remove_member(&self, id: ConversationId, by: UserId, target: UserId) -> StoreResult<Removal>;
 
     // ---- messages ----------------------------------------------------------------
     /// Appends a message: the next `seq` of its conversation, the conversation's

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use quckchat_domain::call_model::Call;
 use quckchat_domain::call_store::CallStore;
 use quckchat_domain::ids::{CallId, ConversationId, MessageId, PushJobId, SessionId, UserId};
+use quckchat_domain::model::Removal;
 use quckchat_domain::model::{
     Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob, Role, Session,
     Timestamp, User,
@@ -68,9 +69,8 @@ metered! { Store {
     fn conversation_ids_of(&self, user: UserId) -> Vec<ConversationId>;
     fn co_members_of(&self, user: UserId) -> Vec<UserId>;
     fn update_conversation(&self, id: ConversationId, name: Option<String>, avatar: Option<String>) -> ();
-    fn add_members(&self, id: ConversationId, users: &[UserId], at: Timestamp) -> Vec<UserId>;
-    fn remove_member(&self, id: ConversationId, user: UserId) -> bool;
-    fn promote_to_admin(&self, id: ConversationId, user: UserId) -> ();
+    fn add_members(&self, id: ConversationId, by: UserId, users: &[UserId], at: Timestamp) -> Option<Vec<UserId>>;
+    fn remove_member(&self, id: ConversationId, by: UserId, target: UserId) -> Removal;
     fn append_message(&self, new: NewMessage, pushes: Vec<PushJob>) -> Appended;
     fn message(&self, id: MessageId) -> Option<Message>;
     fn history(&self, conversation: ConversationId, cursor: HistoryCursor, limit: u32) -> Vec<Message>;

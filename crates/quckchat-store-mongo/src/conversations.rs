@@ -3,14 +3,16 @@
 //! A conversation is one document with its participants embedded as an array, in the
 //! order they joined: creating a conversation with its members is one atomic insert,
 //! and membership changes are single-document updates (`$push` guarded by "not yet a
-//! member", `$pull`, positional `$set`) that the server applies atomically, so
-//! concurrent changes from any process cannot half-apply or add a member twice.
+//! member" and "the actor is an admin"; a removal with its promotion as one conditional
+//! `$set` of the whole array) that the server applies atomically, so concurrent changes
+//! from any process cannot half-apply, add a member twice or leave a group without an
+//! admin.
 
 use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
-use quckchat_domain::model::{Conversation, ConversationKind, NewConversation, Participant, Role, Timestamp};
+use quckchat_domain::model::{Conversation, ConversationKind, NewConversation, Participant, Removal, Role, Timestamp};
 use quckchat_domain::store::StoreResult;
 use quckchat_domain::{ConversationId, StoreError, UserId};
 
@@ -301,61 +303,121 @@ pub(crate) async fn update_conversation(
     Ok(())
 }
 
+/// How many times a membership change retries after losing a race for the document.
+const MEMBERSHIP_ATTEMPTS: u32 = 100;
+
+/// The filter "`user` is an admin of this conversation document".
+fn admin_filter(user: UserId) -> Document {
+    doc! { "$elemMatch": { "userId": user.bson(), "role": Role::Admin.as_str() } }
+}
+
 pub(crate) async fn add_members(
     c: &Collections,
     conversation: ConversationId,
+    by: UserId,
     users: &[UserId],
     at: Timestamp,
-) -> StoreResult<Vec<UserId>> {
+) -> StoreResult<Option<Vec<UserId>>> {
     let exists = c.conversations.count_documents(doc! { "_id": conversation.bson() }).await.map_err(db)?;
     if exists == 0 {
         return Err(StoreError::NotFound);
     }
-    // Each user once, in the order given. Each push is guarded by "not a member yet" in
-    // the same atomic update, so of concurrent adds of one user exactly one adds them.
+    // Each user once, in the order given. Each push is guarded, in the same atomic update,
+    // by "not a member yet" (so of concurrent adds of one user exactly one adds them) and
+    // by "`by` is an admin" (so an admin who has just left adds nobody).
     let mut seen = HashSet::new();
     let mut added = Vec::new();
     for user in users.iter().copied().filter(|u| seen.insert(*u)) {
         let done = c
             .conversations
             .update_one(
-                doc! { "_id": conversation.bson(), "participants.userId": { "$ne": user.bson() } },
+                doc! {
+                    "_id": conversation.bson(),
+                    "participants": admin_filter(by),
+                    "participants.userId": { "$ne": user.bson() },
+                },
                 doc! { "$push": { "participants": participant_doc(user, Role::Member, at) } },
             )
             .await
             .map_err(db)?;
         if done.modified_count == 1 {
             added.push(user);
+            continue;
+        }
+        let still_admin = c
+            .conversations
+            .count_documents(doc! { "_id": conversation.bson(), "participants": admin_filter(by) })
+            .await
+            .map_err(db)?;
+        if still_admin == 0 {
+            return Ok(if added.is_empty() { None } else { Some(added) });
         }
     }
-    Ok(added)
+    Ok(Some(added))
 }
 
-pub(crate) async fn remove_member(c: &Collections, conversation: ConversationId, user: UserId) -> StoreResult<bool> {
-    let done = c
-        .conversations
-        .update_one(
-            doc! { "_id": conversation.bson(), "participants.userId": user.bson() },
-            doc! { "$pull": { "participants": { "userId": user.bson() } } },
-        )
-        .await
-        .map_err(db)?;
-    Ok(done.modified_count == 1)
-}
-
-pub(crate) async fn promote_to_admin(c: &Collections, conversation: ConversationId, user: UserId) -> StoreResult<()> {
-    let done = c
-        .conversations
-        .update_one(
-            doc! { "_id": conversation.bson(), "participants.userId": user.bson() },
-            doc! { "$set": { "participants.$.role": Role::Admin.as_str() } },
-        )
-        .await
-        .map_err(db)?;
-    if done.matched_count == 0 {
-        return Err(StoreError::NotFound);
+/// Removes `target` and promotes an heir in one conditional write: the new participants
+/// array is computed from the one read and written only if the document still holds
+/// exactly that array (any concurrent change, a read pointer's move included, makes the
+/// write match nothing and the step is redone on the new state). MongoDB applies a
+/// single-document update atomically, so two racing leaves are serialised here.
+pub(crate) async fn remove_member(
+    c: &Collections,
+    conversation: ConversationId,
+    by: UserId,
+    target: UserId,
+) -> StoreResult<Removal> {
+    for attempt in 0..MEMBERSHIP_ATTEMPTS {
+        let Some(found) = c
+            .conversations
+            .find_one(doc! { "_id": conversation.bson() })
+            .projection(doc! { "participants": 1, "createdBy": 1 })
+            .await
+            .map_err(db)?
+        else {
+            return Ok(Removal::NotMember);
+        };
+        let created_by: UserId = id(&found, "createdBy")?;
+        let before: Vec<Document> = docs(&found, "participants")?.into_iter().cloned().collect();
+        let member = |p: &Document, u: UserId| id::<UserId>(p, "userId").is_ok_and(|x| x == u);
+        let is_admin = |p: &Document| crate::codec::string(p, "role").is_ok_and(|r| r == Role::Admin.as_str());
+        if by != target && !before.iter().any(|p| member(p, by) && is_admin(p)) {
+            return Ok(Removal::NotAllowed);
+        }
+        if !before.iter().any(|p| member(p, target)) {
+            return Ok(Removal::NotMember);
+        }
+        let mut after: Vec<Document> = before.iter().filter(|p| !member(p, target)).cloned().collect();
+        let mut promoted = None;
+        if !after.is_empty() && !after.iter().any(is_admin) {
+            // The heir, in the order participants are listed: the creator, then the
+            // earliest joined, then the array's order.
+            let mut order: Vec<(usize, bool, Timestamp)> = Vec::with_capacity(after.len());
+            for (i, p) in after.iter().enumerate() {
+                order.push((i, id::<UserId>(p, "userId")? != created_by, time(p, "joinedAt")?));
+            }
+            order.sort_by_key(|&(i, not_creator, joined)| (not_creator, joined, i));
+            let heir = order[0].0;
+            after[heir].insert("role", Role::Admin.as_str());
+            promoted = Some(id::<UserId>(&after[heir], "userId")?);
+        }
+        let done = c
+            .conversations
+            .update_one(
+                doc! { "_id": conversation.bson(), "participants": before },
+                doc! { "$set": { "participants": after } },
+            )
+            .await
+            .map_err(db)?;
+        if done.matched_count == 1 {
+            return Ok(Removal::Removed { promoted });
+        }
+        // Lost a race for the document: read it again, after a short pause that grows.
+        tokio::time::sleep(std::time::Duration::from_millis(u64::from(attempt.min(20)) + 1)).await;
     }
-    Ok(())
+    Err(StoreError::Conflict(format!(
+        "gave up changing the members of conversation {conversation} after {MEMBERSHIP_ATTEMPTS} lost races"
+    )))
 }
 
 /// Moves `user`'s pointer in `conversation` up to `seq` and records the receipt, when

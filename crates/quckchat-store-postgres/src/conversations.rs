@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use quckchat_domain::model::{Conversation, ConversationKind, NewConversation, Participant, Role, Timestamp};
+use quckchat_domain::model::{Conversation, ConversationKind, NewConversation, Participant, Removal, Role, Timestamp};
 use quckchat_domain::store::StoreResult;
 use quckchat_domain::{ConversationId, StoreError, UserId};
 use sqlx::postgres::PgRow;
@@ -258,27 +258,50 @@ pub(crate) async fn update_conversation(
     Ok(())
 }
 
-pub(crate) async fn add_members(
-    pool: &PgPool,
-    conversation: ConversationId,
-    users: &[UserId],
-    at: Timestamp,
-) -> StoreResult<Vec<UserId>> {
-    let mut tx = pool.begin().await.map_err(db)?;
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1")
+/// Locks the conversation row for the rest of the transaction (`FOR UPDATE`, which also
+/// conflicts with the `FOR KEY SHARE` a participant insert takes through its foreign key):
+/// every membership change of one conversation runs one at a time, each seeing the last
+/// one's result. `false` when there is no such conversation.
+async fn lock_conversation(tx: &mut PgConnection, conversation: ConversationId) -> StoreResult<bool> {
+    let row: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
         .bind(conversation.as_uuid())
         .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-    if exists.is_none() {
+    Ok(row.is_some())
+}
+
+/// `user`'s role in `conversation`, inside the transaction.
+async fn role_in(tx: &mut PgConnection, conversation: ConversationId, user: UserId) -> StoreResult<Option<Role>> {
+    let name: Option<String> =
+        sqlx::query_scalar("SELECT role FROM participants WHERE conversation_id = $1 AND user_id = $2")
+            .bind(conversation.as_uuid())
+            .bind(user.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+    name.as_deref().map(role).transpose()
+}
+
+pub(crate) async fn add_members(
+    pool: &PgPool,
+    conversation: ConversationId,
+    by: UserId,
+    users: &[UserId],
+    at: Timestamp,
+) -> StoreResult<Option<Vec<UserId>>> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    if !lock_conversation(&mut tx, conversation).await? {
         return Err(StoreError::NotFound);
+    }
+    if role_in(&mut tx, conversation, by).await? != Some(Role::Admin) {
+        return Ok(None);
     }
     // Each user once, in the order given.
     let mut seen = HashSet::new();
     let candidates: Vec<UserId> = users.iter().copied().filter(|u| seen.insert(*u)).collect();
     let ids: Vec<Uuid> = candidates.iter().map(UserId::as_uuid).collect();
-    // Members already in it conflict and are skipped; concurrent adds of the same user
-    // wait on the primary key, and only one of them reports the user as added.
+    // Members already in it conflict and are skipped.
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO participants (conversation_id, user_id, role, joined_at)
          SELECT $1, p.user_id, 'member', $3
@@ -295,28 +318,45 @@ pub(crate) async fn add_members(
     .map_err(db)?;
     tx.commit().await.map_err(db)?;
     let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-    Ok(candidates.into_iter().filter(|u| inserted.contains(&u.as_uuid())).collect())
+    Ok(Some(candidates.into_iter().filter(|u| inserted.contains(&u.as_uuid())).collect()))
 }
 
-pub(crate) async fn remove_member(pool: &PgPool, conversation: ConversationId, user: UserId) -> StoreResult<bool> {
+pub(crate) async fn remove_member(
+    pool: &PgPool,
+    conversation: ConversationId,
+    by: UserId,
+    target: UserId,
+) -> StoreResult<Removal> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    if !lock_conversation(&mut tx, conversation).await? {
+        return Ok(Removal::NotMember);
+    }
+    if by != target && role_in(&mut tx, conversation, by).await? != Some(Role::Admin) {
+        return Ok(Removal::NotAllowed);
+    }
     let done = sqlx::query("DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2")
         .bind(conversation.as_uuid())
-        .bind(user.as_uuid())
-        .execute(pool)
-        .await
-        .map_err(db)?;
-    Ok(done.rows_affected() == 1)
-}
-
-pub(crate) async fn promote_to_admin(pool: &PgPool, conversation: ConversationId, user: UserId) -> StoreResult<()> {
-    let done = sqlx::query("UPDATE participants SET role = 'admin' WHERE conversation_id = $1 AND user_id = $2")
-        .bind(conversation.as_uuid())
-        .bind(user.as_uuid())
-        .execute(pool)
+        .bind(target.as_uuid())
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
     if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
+        return Ok(Removal::NotMember);
     }
-    Ok(())
+    // The heir, in the order participants are listed: the creator, then the earliest joined.
+    let promoted: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE participants SET role = 'admin'
+          WHERE conversation_id = $1
+            AND NOT EXISTS (SELECT 1 FROM participants WHERE conversation_id = $1 AND role = 'admin')
+            AND user_id = (SELECT p.user_id FROM participants p JOIN conversations c ON c.id = p.conversation_id
+                            WHERE p.conversation_id = $1
+                            ORDER BY p.user_id = c.created_by DESC, p.joined_at, p.ord LIMIT 1)
+          RETURNING user_id",
+    )
+    .bind(conversation.as_uuid())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(Removal::Removed { promoted: promoted.map(UserId::from_uuid) })
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use quckchat_domain::model::{Conversation, ConversationKind, NewConversation, Participant, Role, Timestamp};
+use quckchat_domain::model::{Conversation, ConversationKind, NewConversation, Participant, Removal, Role, Timestamp};
 use quckchat_domain::store::StoreResult;
 use quckchat_domain::{ConversationId, StoreError, UserId};
 use sqlx::sqlite::SqliteRow;
@@ -251,9 +251,12 @@ pub(crate) async fn update_conversation(
 pub(crate) async fn add_members(
     pool: &SqlitePool,
     conversation: ConversationId,
+    by: UserId,
     users: &[UserId],
     at: Timestamp,
-) -> StoreResult<Vec<UserId>> {
+) -> StoreResult<Option<Vec<UserId>>> {
+    // BEGIN IMMEDIATE takes the write lock first: the admin check below and the inserts
+    // see the same membership, serialised with every concurrent removal.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = ?1")
         .bind(conversation.to_string())
@@ -262,6 +265,9 @@ pub(crate) async fn add_members(
         .map_err(db)?;
     if exists.is_none() {
         return Err(StoreError::NotFound);
+    }
+    if role_in(&mut tx, conversation, by).await? != Some(Role::Admin) {
+        return Ok(None);
     }
     let mut added = Vec::new();
     for user in users {
@@ -280,28 +286,56 @@ pub(crate) async fn add_members(
         }
     }
     tx.commit().await.map_err(db)?;
-    Ok(added)
+    Ok(Some(added))
 }
 
-pub(crate) async fn remove_member(pool: &SqlitePool, conversation: ConversationId, user: UserId) -> StoreResult<bool> {
+/// `user`'s role in `conversation`, inside a transaction.
+async fn role_in(conn: &mut SqliteConnection, conversation: ConversationId, user: UserId) -> StoreResult<Option<Role>> {
+    let name: Option<String> =
+        sqlx::query_scalar("SELECT role FROM participants WHERE conversation_id = ?1 AND user_id = ?2")
+            .bind(conversation.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+    name.as_deref().map(role).transpose()
+}
+
+pub(crate) async fn remove_member(
+    pool: &SqlitePool,
+    conversation: ConversationId,
+    by: UserId,
+    target: UserId,
+) -> StoreResult<Removal> {
+    // One write transaction for the check, the removal and the promotion: two leaves that
+    // race are serialised here, and the second sees the first's promotion.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    if by != target && role_in(&mut tx, conversation, by).await? != Some(Role::Admin) {
+        return Ok(Removal::NotAllowed);
+    }
     let done = sqlx::query("DELETE FROM participants WHERE conversation_id = ?1 AND user_id = ?2")
         .bind(conversation.to_string())
-        .bind(user.to_string())
-        .execute(pool)
-        .await
-        .map_err(db)?;
-    Ok(done.rows_affected() == 1)
-}
-
-pub(crate) async fn promote_to_admin(pool: &SqlitePool, conversation: ConversationId, user: UserId) -> StoreResult<()> {
-    let done = sqlx::query("UPDATE participants SET role = 'admin' WHERE conversation_id = ?1 AND user_id = ?2")
-        .bind(conversation.to_string())
-        .bind(user.to_string())
-        .execute(pool)
+        .bind(target.to_string())
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
     if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
+        return Ok(Removal::NotMember);
     }
-    Ok(())
+    // The heir, in the order participants are listed: the creator, then the earliest joined.
+    let promoted: Option<String> = sqlx::query_scalar(
+        "UPDATE participants SET role = 'admin'
+          WHERE conversation_id = ?1
+            AND NOT EXISTS (SELECT 1 FROM participants WHERE conversation_id = ?1 AND role = 'admin')
+            AND user_id = (SELECT p.user_id FROM participants p JOIN conversations c ON c.id = p.conversation_id
+                            WHERE p.conversation_id = ?1
+                            ORDER BY p.user_id = c.created_by DESC, p.joined_at, p.rowid LIMIT 1)
+          RETURNING user_id",
+    )
+    .bind(conversation.to_string())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(Removal::Removed { promoted: promoted.as_deref().map(id).transpose()? })
 }

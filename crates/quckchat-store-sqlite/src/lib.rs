@@ -20,6 +20,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use quckchat_domain::call_model::Call;
 use quckchat_domain::call_store::CallStore;
+use quckchat_domain::model::Removal;
 use quckchat_domain::model::{
     Appended, Conversation, Message, NewConversation, NewMessage, NewUser, ProfilePatch, PushJob, Role, Session,
     Timestamp, User,
@@ -207,16 +208,18 @@ impl Store for SqliteStore {
         conversations::update_conversation(&self.pool, id, name, avatar).await
     }
 
-    async fn add_members(&self, id: ConversationId, users: &[UserId], at: Timestamp) -> StoreResult<Vec<UserId>> {
-        conversations::add_members(&self.pool, id, users, at).await
+    async fn add_members(
+        &self,
+        id: ConversationId,
+        by: UserId,
+        users: &[UserId],
+        at: Timestamp,
+    ) -> StoreResult<Option<Vec<UserId>>> {
+        conversations::add_members(&self.pool, id, by, users, at).await
     }
 
-    async fn remove_member(&self, id: ConversationId, user: UserId) -> StoreResult<bool> {
-        conversations::remove_member(&self.pool, id, user).await
-    }
-
-    async fn promote_to_admin(&self, id: ConversationId, user: UserId) -> StoreResult<()> {
-        conversations::promote_to_admin(&self.pool, id, user).await
+    async fn remove_member(&self, id: ConversationId, by: UserId, target: UserId) -> StoreResult<Removal> {
+        conversations::remove_member(&self.pool, id, by, target).await
     }
 
     async fn append_message(&self, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {

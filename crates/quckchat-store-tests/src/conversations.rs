@@ -1,6 +1,6 @@
 //! Conversations: creation, the single-pair rule, listings, membership and roles.
 
-use quckchat_domain::model::{ConversationKind, NewConversation, Role};
+use quckchat_domain::model::{ConversationKind, NewConversation, Removal, Role};
 use quckchat_domain::{ConversationId, StoreError, UserId};
 
 use crate::support::{DynStore, group, last_read_seq, new_single, send, single, sorted, t, user};
@@ -203,8 +203,8 @@ pub async fn add_members_returns_only_added(store: DynStore) {
     let c = user(&store, "carol").await;
     let d = user(&store, "dave").await;
     let id = group(&store, a.id, &[b.id], t(1)).await;
-    let added = store.add_members(id, &[b.id, c.id, a.id, d.id, c.id], t(50)).await.expect("add_members");
-    assert_eq!(sorted(added), sorted(vec![c.id, d.id]));
+    let added = store.add_members(id, a.id, &[b.id, c.id, a.id, d.id, c.id], t(50)).await.expect("add_members");
+    assert_eq!(sorted(added.expect("alice is an admin")), sorted(vec![c.id, d.id]));
     let conv = store.conversation(id, a.id).await.expect("conversation").expect("exists");
     assert_eq!(conv.participants.len(), 4);
     assert_eq!(conv.participants[0].user_id, a.id, "creator still first");
@@ -216,32 +216,72 @@ pub async fn add_members_returns_only_added(store: DynStore) {
         let p = conv.participant(newcomer).expect("added");
         assert_eq!((p.role, p.joined_at, p.last_read_seq), (Role::Member, t(50), 0));
     }
-    assert!(store.add_members(id, &[b.id], t(60)).await.expect("add_members").is_empty());
+    assert_eq!(store.add_members(id, a.id, &[b.id], t(60)).await.expect("add_members"), Some(vec![]));
+    // A member who is not an admin adds nobody.
+    let e = user(&store, "erin").await;
+    assert_eq!(store.add_members(id, b.id, &[e.id], t(70)).await.expect("add_members"), None);
+    assert_eq!(store.member_role(id, e.id).await.expect("role"), None);
 }
 
-/// `remove_member` answers `true` once, then `false`.
+/// `remove_member`: a member leaves once (then `NotMember`); only an admin removes others.
 pub async fn remove_member_once(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
-    let id = group(&store, a.id, &[b.id], t(1)).await;
-    assert!(store.remove_member(id, b.id).await.expect("remove"));
-    assert!(!store.remove_member(id, b.id).await.expect("remove again"));
+    let c = user(&store, "carol").await;
+    let id = group(&store, a.id, &[b.id, c.id], t(1)).await;
+    assert_eq!(
+        store.remove_member(id, b.id, c.id).await.expect("remove"),
+        Removal::NotAllowed,
+        "a member removes nobody"
+    );
+    assert_eq!(store.member_role(id, c.id).await.expect("role"), Some(Role::Member));
+    assert_eq!(store.remove_member(id, b.id, b.id).await.expect("leave"), Removal::Removed { promoted: None });
+    assert_eq!(store.remove_member(id, b.id, b.id).await.expect("leave again"), Removal::NotMember);
     assert_eq!(store.member_role(id, b.id).await.expect("role"), None);
+    assert_eq!(store.remove_member(id, a.id, c.id).await.expect("admin removes"), Removal::Removed { promoted: None });
     let conv = store.conversation(id, a.id).await.expect("conversation").expect("exists");
     assert_eq!(conv.member_ids(), vec![a.id]);
     assert!(store.conversation_ids_of(b.id).await.expect("ids").is_empty());
-    assert!(!store.remove_member(ConversationId::new(), a.id).await.expect("unknown conversation"));
+    assert_eq!(store.remove_member(ConversationId::new(), a.id, a.id).await.expect("unknown"), Removal::NotMember);
 }
 
-/// `promote_to_admin` makes a member an admin.
-pub async fn promote_to_admin_sets_role(store: DynStore) {
+/// The last admin leaving promotes the first remaining member (the creator first, then
+/// the earliest joined) in the same step; the last member leaving promotes nobody.
+pub async fn last_admin_leaving_promotes_the_next_member(store: DynStore) {
     let a = user(&store, "alice").await;
     let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
     let id = group(&store, a.id, &[b.id], t(1)).await;
-    store.promote_to_admin(id, b.id).await.expect("promote");
+    store.add_members(id, a.id, &[c.id], t(5)).await.expect("add").expect("admin");
+    assert_eq!(store.remove_member(id, a.id, a.id).await.expect("leave"), Removal::Removed { promoted: Some(b.id) });
     assert_eq!(store.member_role(id, b.id).await.expect("role"), Some(Role::Admin));
-    let conv = store.conversation(id, b.id).await.expect("conversation").expect("exists");
-    assert!(conv.is_admin(a.id) && conv.is_admin(b.id));
+    assert_eq!(store.member_role(id, c.id).await.expect("role"), Some(Role::Member));
+    // Another admin remains: nobody else is promoted.
+    assert_eq!(store.remove_member(id, b.id, c.id).await.expect("remove"), Removal::Removed { promoted: None });
+    assert_eq!(store.remove_member(id, b.id, b.id).await.expect("last leaves"), Removal::Removed { promoted: None });
+}
+
+/// The sole admin and the member next in line leave at the same moment, 20 times over:
+/// every group keeps exactly one admin among those left, and both leaves take effect.
+pub async fn concurrent_leaves_keep_an_admin(store: DynStore) {
+    for round in 0..20 {
+        let a = user(&store, &format!("a{round}")).await;
+        let b = user(&store, &format!("b{round}")).await;
+        let c = user(&store, &format!("c{round}")).await;
+        let d = user(&store, &format!("d{round}")).await;
+        let id = group(&store, a.id, &[b.id, c.id, d.id], t(1)).await;
+        let (s1, s2) = (store.clone(), store.clone());
+        let leave_a = tokio::spawn(async move { s1.remove_member(id, a.id, a.id).await });
+        let leave_b = tokio::spawn(async move { s2.remove_member(id, b.id, b.id).await });
+        let ra = leave_a.await.expect("task").expect("a leaves");
+        let rb = leave_b.await.expect("task").expect("b leaves");
+        assert!(matches!(ra, Removal::Removed { .. }), "round {round}: {ra:?}");
+        assert!(matches!(rb, Removal::Removed { .. }), "round {round}: {rb:?}");
+        let conv = store.conversation(id, c.id).await.expect("conversation").expect("exists");
+        assert_eq!(sorted(conv.member_ids()), sorted(vec![c.id, d.id]), "round {round}");
+        let admins: Vec<_> = conv.participants.iter().filter(|p| p.role == Role::Admin).map(|p| p.user_id).collect();
+        assert_eq!(admins.len(), 1, "round {round}: admins {admins:?}");
+    }
 }
 
 /// Unread: messages from others after the viewer's pointer, deleted ones excluded.

@@ -78,7 +78,8 @@ macro_rules! conformance_suite {
             update_conversation_changes_given_fields,
             add_members_returns_only_added,
             remove_member_once,
-            promote_to_admin_sets_role,
+            last_admin_leaving_promotes_the_next_member,
+            concurrent_leaves_keep_an_admin,
             unread_count_counts_others_unread_messages,
         ]);
         $crate::__conformance_module!(messages $attrs $make; [

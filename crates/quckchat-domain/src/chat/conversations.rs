@@ -9,7 +9,7 @@ use super::{Chat, ChatResult, MAX_GROUP_MEMBERS};
 use crate::error::{DomainError, StoreError};
 use crate::events::ServerEvent;
 use crate::ids::{ConversationId, UserId};
-use crate::model::{Conversation, ConversationKind, NewConversation, Role, Timestamp, now};
+use crate::model::{Conversation, ConversationKind, NewConversation, Removal, Role, Timestamp, now};
 use crate::realtime::Audience;
 use crate::values::{BoundedText, DisplayName};
 
@@ -174,7 +174,12 @@ impl Chat {
         if self.store.users(&wanted).await?.len() != wanted.len() {
             return Err(DomainError::NotFound("user"));
         }
-        let added = self.store.add_members(id, &wanted, now()).await?;
+        // The store checks again, atomically with the insert, that `actor` is still an admin.
+        let added = self
+            .store
+            .add_members(id, actor, &wanted, now())
+            .await?
+            .ok_or(DomainError::Forbidden("only a group admin may do this"))?;
         let updated = self.conversation(actor, id).await?;
         self.realtime.publish(Audience::Conversation(id), ServerEvent::ConversationUpdated(updated.clone())).await;
         for user in added {
@@ -200,11 +205,19 @@ impl Chat {
         if !c.is_member(target) {
             return Err(DomainError::NotFound("member"));
         }
-        self.store.remove_member(id, target).await?;
-        // A group never stays without an admin while it has members.
-        let remaining: Vec<_> = c.participants.iter().filter(|p| p.user_id != target).collect();
-        if !remaining.is_empty() && !remaining.iter().any(|p| p.role == Role::Admin) {
-            self.store.promote_to_admin(id, remaining[0].user_id).await?;
+        // The checks above are from a snapshot; the store repeats them atomically with the
+        // removal and the promotion that keeps an admin (two members leaving at once
+        // cannot both skip it), so what it answers is the truth.
+        match self.store.remove_member(id, actor, target).await? {
+            Removal::Removed { promoted } => {
+                if let Some(heir) = promoted {
+                    tracing::info!(%heir, "the last admin left; promoted the next member");
+                }
+            }
+            // Someone else removed them first: the outcome the caller asked for holds.
+            Removal::NotMember if actor == target => return Ok(()),
+            Removal::NotMember => return Err(DomainError::NotFound("member")),
+            Removal::NotAllowed => return Err(DomainError::Forbidden("only a group admin may remove others")),
         }
         self.realtime.leave_conversation(target, id).await;
         self.realtime

@@ -315,7 +315,7 @@ async fn errors_map_onto_the_port() {
     );
     let again = store.create_conversation(conv).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "got {again:?}");
-    let unknown_member = store.add_members(id, &[UserId::new()], t(6)).await;
+    let unknown_member = store.add_members(id, a.id, &[UserId::new()], t(6)).await;
     assert!(matches!(unknown_member, Err(StoreError::NotFound)), "got {unknown_member:?}");
     let unknown_message = store.add_reaction(MessageId::new(), a.id, "👍", t(7)).await;
     assert!(matches!(unknown_message, Err(StoreError::NotFound)), "got {unknown_message:?}");
