@@ -93,6 +93,9 @@ pub struct Session {
     pub expires_at: Timestamp,
     /// Set when the session was ended.
     pub revoked_at: Option<Timestamp>,
+    /// When the refresh token was last rotated (`None`: never). A client that presents the
+    /// token it just rotated away again within the reuse grace gets the same successor.
+    pub rotated_at: Option<Timestamp>,
 }
 
 /// Single (two people) or group.

@@ -68,13 +68,15 @@ pub trait Store: Send + Sync + 'static {
     /// A session by id (revoked ones too).
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>>;
     /// Replaces the session's refresh token if `current_hash` is still the valid one and
-    /// the session is not revoked; `false` otherwise (a reused or stale token).
+    /// the session is not revoked, recording `at` as `rotated_at`; `false` otherwise (a
+    /// reused or stale token).
     async fn rotate_refresh_token(
         &self,
         id: SessionId,
         current_hash: &str,
         new_hash: &str,
         new_expires_at: Timestamp,
+        at: Timestamp,
     ) -> StoreResult<bool>;
     /// Ends a session; `false` when it was unknown or already ended.
     async fn revoke_session(&self, id: SessionId, at: Timestamp) -> StoreResult<bool>;

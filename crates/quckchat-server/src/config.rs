@@ -100,6 +100,9 @@ pub struct Config {
     pub user_event_rate_per_sec: u32,
     /// Sockets (all namespaces) one user may hold on this instance.
     pub max_sockets_per_user: usize,
+    /// How long after a rotation the rotated-away refresh token still answers the pair it
+    /// was rotated into (instead of ending the session as a reuse).
+    pub refresh_reuse_grace: Duration,
 }
 
 impl Default for Config {
@@ -144,6 +147,7 @@ impl Default for Config {
             user_typing_rate_per_sec: 10,
             user_event_rate_per_sec: 100,
             max_sockets_per_user: 32,
+            refresh_reuse_grace: Duration::from_secs(10),
         }
     }
 }
@@ -271,6 +275,7 @@ impl Config {
         c.user_typing_rate_per_sec = num("RATE_LIMIT_USER_TYPING_PER_SEC", c.user_typing_rate_per_sec)?.max(1);
         c.user_event_rate_per_sec = num("RATE_LIMIT_USER_EVENTS_PER_SEC", c.user_event_rate_per_sec)?.max(1);
         c.max_sockets_per_user = count("MAX_SOCKETS_PER_USER", c.max_sockets_per_user)?.max(1);
+        c.refresh_reuse_grace = ms("REFRESH_REUSE_GRACE_MS", c.refresh_reuse_grace)?;
         if !c.turn_urls.is_empty() && c.turn_secret.is_none() {
             bail!("TURN_URLS is set but TURN_SECRET is not: TURN credentials cannot be minted");
         }

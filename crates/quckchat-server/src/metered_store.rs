@@ -59,7 +59,7 @@ metered! { Store {
     fn set_last_seen(&self, id: UserId, at: Timestamp) -> ();
     fn create_session(&self, session: Session) -> ();
     fn session(&self, id: SessionId) -> Option<Session>;
-    fn rotate_refresh_token(&self, id: SessionId, current_hash: &str, new_hash: &str, new_expires_at: Timestamp) -> bool;
+    fn rotate_refresh_token(&self, id: SessionId, current_hash: &str, new_hash: &str, new_expires_at: Timestamp, at: Timestamp) -> bool;
     fn revoke_session(&self, id: SessionId, at: Timestamp) -> bool;
     fn create_conversation(&self, new: NewConversation) -> ();
     fn single_between(&self, a: UserId, b: UserId, viewer: UserId) -> Option<Conversation>;

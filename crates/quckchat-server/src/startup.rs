@@ -325,8 +325,16 @@ impl Server {
         }
         let hasher = PasswordHasher::start(config.hash_workers, config.hash_queue);
         let throttle = AuthThrottle::new(config.auth_rate_per_address, config.auth_rate_per_username);
-        let auth =
-            Arc::new(Auth::new(store.clone(), realtime, keys, hasher, throttle, config.access_ttl, config.refresh_ttl));
+        let auth = Arc::new(Auth::new(
+            store.clone(),
+            realtime,
+            keys,
+            hasher,
+            throttle,
+            config.access_ttl,
+            config.refresh_ttl,
+            config.refresh_reuse_grace,
+        ));
         let ice = IceProvider::new(&config);
         let config = Arc::new(config);
         let state = AppState {

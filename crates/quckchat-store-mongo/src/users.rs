@@ -163,6 +163,7 @@ fn session_from_doc(doc: &Document) -> StoreResult<Session> {
         created_at: time(doc, "createdAt")?,
         expires_at: time(doc, "expiresAt")?,
         revoked_at: opt_time(doc, "revokedAt")?,
+        rotated_at: opt_time(doc, "rotatedAt")?,
     })
 }
 
@@ -175,6 +176,7 @@ pub(crate) async fn create_session(c: &Collections, session: Session) -> StoreRe
             "createdAt": date(session.created_at),
             "expiresAt": date(session.expires_at),
             "revokedAt": opt_date(session.revoked_at),
+            "rotatedAt": opt_date(session.rotated_at),
         })
         .await
         .map_err(db)?;
@@ -191,6 +193,7 @@ pub(crate) async fn rotate_refresh_token(
     current_hash: &str,
     new_hash: &str,
     new_expires_at: Timestamp,
+    at: Timestamp,
 ) -> StoreResult<bool> {
     // One conditional update of one document, which the server applies atomically: of
     // two concurrent rotations with the same token, only one still matches the hash.
@@ -198,7 +201,7 @@ pub(crate) async fn rotate_refresh_token(
         .sessions
         .update_one(
             doc! { "_id": session.bson(), "refreshTokenHash": current_hash, "revokedAt": Bson::Null },
-            doc! { "$set": { "refreshTokenHash": new_hash, "expiresAt": date(new_expires_at) } },
+            doc! { "$set": { "refreshTokenHash": new_hash, "expiresAt": date(new_expires_at), "rotatedAt": date(at) } },
         )
         .await
         .map_err(db)?;

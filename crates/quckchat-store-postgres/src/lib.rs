@@ -188,8 +188,9 @@ impl Store for PostgresStore {
         current_hash: &str,
         new_hash: &str,
         new_expires_at: Timestamp,
+        at: Timestamp,
     ) -> StoreResult<bool> {
-        users::rotate_refresh_token(&self.pool, id, current_hash, new_hash, new_expires_at).await
+        users::rotate_refresh_token(&self.pool, id, current_hash, new_hash, new_expires_at, at).await
     }
 
     async fn revoke_session(&self, id: SessionId, at: Timestamp) -> StoreResult<bool> {

@@ -163,13 +163,14 @@ fn session_from_row(row: &PgRow) -> StoreResult<Session> {
         created_at: get(row, "created_at")?,
         expires_at: get(row, "expires_at")?,
         revoked_at: get(row, "revoked_at")?,
+        rotated_at: get(row, "rotated_at")?,
     })
 }
 
 pub(crate) async fn create_session(pool: &PgPool, session: Session) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO sessions (id, user_id, refresh_token_hash, created_at, expires_at, revoked_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO sessions (id, user_id, refresh_token_hash, created_at, expires_at, revoked_at, rotated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(session.id.as_uuid())
     .bind(session.user_id.as_uuid())
@@ -177,6 +178,7 @@ pub(crate) async fn create_session(pool: &PgPool, session: Session) -> StoreResu
     .bind(ts(session.created_at))
     .bind(ts(session.expires_at))
     .bind(session.revoked_at.map(ts))
+    .bind(session.rotated_at.map(ts))
     .execute(pool)
     .await
     .map_err(db)?;
@@ -185,7 +187,7 @@ pub(crate) async fn create_session(pool: &PgPool, session: Session) -> StoreResu
 
 pub(crate) async fn session(pool: &PgPool, session: SessionId) -> StoreResult<Option<Session>> {
     sqlx::query(
-        "SELECT id, user_id, refresh_token_hash, created_at, expires_at, revoked_at
+        "SELECT id, user_id, refresh_token_hash, created_at, expires_at, revoked_at, rotated_at
            FROM sessions WHERE id = $1",
     )
     .bind(session.as_uuid())
@@ -203,17 +205,19 @@ pub(crate) async fn rotate_refresh_token(
     current_hash: &str,
     new_hash: &str,
     new_expires_at: Timestamp,
+    at: Timestamp,
 ) -> StoreResult<bool> {
     // One conditional UPDATE: of two concurrent rotations with the same token, the second
     // waits for the first's row lock, re-checks the hash on the new row and misses.
     let done = sqlx::query(
-        "UPDATE sessions SET refresh_token_hash = $3, expires_at = $4
+        "UPDATE sessions SET refresh_token_hash = $3, expires_at = $4, rotated_at = $5
          WHERE id = $1 AND refresh_token_hash = $2 AND revoked_at IS NULL",
     )
     .bind(session.as_uuid())
     .bind(current_hash)
     .bind(new_hash)
     .bind(ts(new_expires_at))
+    .bind(ts(at))
     .execute(pool)
     .await
     .map_err(db)?;

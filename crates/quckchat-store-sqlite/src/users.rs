@@ -164,13 +164,14 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
         created_at: time(row.try_get("created_at").map_err(db)?)?,
         expires_at: time(row.try_get("expires_at").map_err(db)?)?,
         revoked_at: opt_time(row.try_get("revoked_at").map_err(db)?)?,
+        rotated_at: opt_time(row.try_get("rotated_at").map_err(db)?)?,
     })
 }
 
 pub(crate) async fn create_session(pool: &SqlitePool, session: Session) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO sessions (id, user_id, refresh_token_hash, created_at, expires_at, revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO sessions (id, user_id, refresh_token_hash, created_at, expires_at, revoked_at, rotated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .bind(session.id.to_string())
     .bind(session.user_id.to_string())
@@ -178,6 +179,7 @@ pub(crate) async fn create_session(pool: &SqlitePool, session: Session) -> Store
     .bind(ms(session.created_at))
     .bind(ms(session.expires_at))
     .bind(session.revoked_at.map(ms))
+    .bind(session.rotated_at.map(ms))
     .execute(pool)
     .await
     .map_err(db)?;
@@ -186,7 +188,8 @@ pub(crate) async fn create_session(pool: &SqlitePool, session: Session) -> Store
 
 pub(crate) async fn session(pool: &SqlitePool, session: SessionId) -> StoreResult<Option<Session>> {
     sqlx::query(
-        "SELECT id, user_id, refresh_token_hash, created_at, expires_at, revoked_at FROM sessions WHERE id = ?1",
+        "SELECT id, user_id, refresh_token_hash, created_at, expires_at, revoked_at, rotated_at
+           FROM sessions WHERE id = ?1",
     )
     .bind(session.to_string())
     .fetch_optional(pool)
@@ -203,16 +206,18 @@ pub(crate) async fn rotate_refresh_token(
     current_hash: &str,
     new_hash: &str,
     new_expires_at: Timestamp,
+    at: Timestamp,
 ) -> StoreResult<bool> {
     // One conditional UPDATE: of two concurrent rotations with the same token, one wins.
     let done = sqlx::query(
-        "UPDATE sessions SET refresh_token_hash = ?3, expires_at = ?4
+        "UPDATE sessions SET refresh_token_hash = ?3, expires_at = ?4, rotated_at = ?5
          WHERE id = ?1 AND refresh_token_hash = ?2 AND revoked_at IS NULL",
     )
     .bind(session.to_string())
     .bind(current_hash)
     .bind(new_hash)
     .bind(ms(new_expires_at))
+    .bind(ms(at))
     .execute(pool)
     .await
     .map_err(db)?;

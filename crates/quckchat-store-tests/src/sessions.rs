@@ -14,6 +14,7 @@ async fn session(store: &DynStore, hash: &str) -> Session {
         created_at: t(0),
         expires_at: t(86_400_000),
         revoked_at: None,
+        rotated_at: None,
     };
     store.create_session(session.clone()).await.expect("create_session");
     session
@@ -29,19 +30,20 @@ pub async fn create_and_fetch(store: DynStore) {
 /// Rotation succeeds once per token: the old hash stops working, the new one works.
 pub async fn rotate_refresh_token_once(store: DynStore) {
     let s = session(&store, "h1").await;
-    assert!(store.rotate_refresh_token(s.id, "h1", "h2", t(2_000)).await.expect("rotate"));
+    assert!(store.rotate_refresh_token(s.id, "h1", "h2", t(2_000), t(1000)).await.expect("rotate"));
     let after = store.session(s.id).await.expect("session").expect("exists");
     assert_eq!(after.refresh_token_hash, "h2");
     assert_eq!(after.expires_at, t(2_000));
+    assert_eq!(after.rotated_at, Some(t(1000)), "the rotation time is kept");
     assert_eq!(after.created_at, s.created_at);
 
-    assert!(!store.rotate_refresh_token(s.id, "h1", "h3", t(3_000)).await.expect("rotate"), "a reused token");
+    assert!(!store.rotate_refresh_token(s.id, "h1", "h3", t(3_000), t(1500)).await.expect("rotate"), "a reused token");
     let unchanged = store.session(s.id).await.expect("session").expect("exists");
     assert_eq!(unchanged, after, "a failed rotation changes nothing");
 
-    assert!(store.rotate_refresh_token(s.id, "h2", "h3", t(3_000)).await.expect("rotate"));
+    assert!(store.rotate_refresh_token(s.id, "h2", "h3", t(3_000), t(1500)).await.expect("rotate"));
     assert!(
-        !store.rotate_refresh_token(SessionId::new(), "h3", "h4", t(4_000)).await.expect("rotate"),
+        !store.rotate_refresh_token(SessionId::new(), "h3", "h4", t(4_000), t(2000)).await.expect("rotate"),
         "unknown session"
     );
 }
@@ -50,7 +52,7 @@ pub async fn rotate_refresh_token_once(store: DynStore) {
 pub async fn rotate_fails_on_revoked_session(store: DynStore) {
     let s = session(&store, "h1").await;
     assert!(store.revoke_session(s.id, t(1_000)).await.expect("revoke"));
-    assert!(!store.rotate_refresh_token(s.id, "h1", "h2", t(2_000)).await.expect("rotate"));
+    assert!(!store.rotate_refresh_token(s.id, "h1", "h2", t(2_000), t(1000)).await.expect("rotate"));
     assert_eq!(store.session(s.id).await.expect("session").expect("exists").refresh_token_hash, "h1");
 }
 

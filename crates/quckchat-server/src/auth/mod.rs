@@ -98,6 +98,7 @@ pub struct Auth {
     throttle: AuthThrottle,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    refresh_grace: Duration,
 }
 
 impl Auth {
@@ -110,8 +111,9 @@ impl Auth {
         throttle: AuthThrottle,
         access_ttl: Duration,
         refresh_ttl: Duration,
+        refresh_grace: Duration,
     ) -> Self {
-        Self { store, realtime, keys, hasher, throttle, access_ttl, refresh_ttl }
+        Self { store, realtime, keys, hasher, throttle, access_ttl, refresh_ttl, refresh_grace }
     }
 
     /// Creates an account and logs it in. `from` is the client's address (throttled).
@@ -177,6 +179,7 @@ impl Auth {
                 expires_at: created_at
                     + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30)),
                 revoked_at: None,
+                rotated_at: None,
             })
             .await?;
         let access_token = self.keys.issue(user.id, session_id, self.access_ttl)?;
@@ -184,7 +187,9 @@ impl Auth {
     }
 
     /// Exchanges a refresh token for a new pair; the old refresh token stops working. A
-    /// reused (already rotated) token ends the whole session, as it means it leaked.
+    /// reused (already rotated) token ends the whole session, as it means it leaked,
+    /// except within `refresh_grace` of its rotation: then it answers the pair it was
+    /// rotated into (a mobile client that fired the same refresh twice stays logged in).
     #[instrument(skip_all)]
     pub async fn refresh(&self, from: IpAddr, refresh_token: &str) -> Result<AuthResponse, AuthError> {
         self.throttle.attempt(from, None)?;
@@ -193,19 +198,41 @@ impl Auth {
         if session.revoked_at.is_some() || session.expires_at <= Utc::now() {
             return Err(AuthError::InvalidToken);
         }
+        let (next_token, next_hash) = self.keys.successor_refresh_token(session_id, refresh_token);
         if !tokens::constant_time_eq(&session.refresh_token_hash, &hash) {
+            if self.just_rotated_into(&session, &next_hash) {
+                return self.pair(session.user_id, session_id, next_token).await;
+            }
             tracing::warn!(session = %session_id, "refresh token reused; ending the session");
             self.logout(Principal { user_id: session.user_id, session_id }).await?;
             return Err(AuthError::InvalidToken);
         }
-        let (new_token, new_hash) = tokens::new_refresh_token(session_id);
-        let expires_at = now() + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
-        if !self.store.rotate_refresh_token(session_id, &hash, &new_hash, expires_at).await? {
+        let at = now();
+        let expires_at = at + chrono::Duration::from_std(self.refresh_ttl).unwrap_or(chrono::Duration::days(30));
+        if !self.store.rotate_refresh_token(session_id, &hash, &next_hash, expires_at, at).await? {
+            // A concurrent refresh with the same token rotated it first (into the same
+            // successor, which is deterministic): answer what it answered.
+            let now_session = self.store.session(session_id).await?.ok_or(AuthError::InvalidToken)?;
+            if now_session.revoked_at.is_none() && self.just_rotated_into(&now_session, &next_hash) {
+                return self.pair(session.user_id, session_id, next_token).await;
+            }
             return Err(AuthError::InvalidToken);
         }
-        let user = self.store.user(session.user_id).await?.ok_or(AuthError::InvalidToken)?;
-        let access_token = self.keys.issue(user.id, session_id, self.access_ttl)?;
-        Ok(AuthResponse { access_token, refresh_token: new_token, expires_in: self.access_ttl.as_secs(), user })
+        self.pair(session.user_id, session_id, next_token).await
+    }
+
+    /// `session`'s current token is `next_hash`'s, and it was rotated within the grace.
+    fn just_rotated_into(&self, session: &Session, next_hash: &str) -> bool {
+        let grace = chrono::Duration::from_std(self.refresh_grace).unwrap_or_default();
+        tokens::constant_time_eq(&session.refresh_token_hash, next_hash)
+            && session.rotated_at.is_some_and(|at| Utc::now() - at < grace)
+    }
+
+    /// The answer to a refresh: a fresh access token with `refresh_token`.
+    async fn pair(&self, user: UserId, session: SessionId, refresh_token: String) -> Result<AuthResponse, AuthError> {
+        let user = self.store.user(user).await?.ok_or(AuthError::InvalidToken)?;
+        let access_token = self.keys.issue(user.id, session, self.access_ttl)?;
+        Ok(AuthResponse { access_token, refresh_token, expires_in: self.access_ttl.as_secs(), user })
     }
 
     /// Ends a session and disconnects every socket opened with it.

@@ -37,6 +37,8 @@ pub struct Claims {
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Derives a refresh token's successor (see [`JwtKeys::successor_refresh_token`]).
+    refresh_key: [u8; 32],
 }
 
 impl JwtKeys {
@@ -45,9 +47,13 @@ impl JwtKeys {
         if secret.is_empty() {
             anyhow::bail!("the JWT secret must not be empty");
         }
+        let mut refresh = Sha256::new();
+        refresh.update(b"quckchat refresh-token successor v1\0");
+        refresh.update(secret);
         Ok(Self {
             encoding: EncodingKey::from_secret(secret).context("JWT signing key")?,
             decoding: DecodingKey::from_secret(secret).context("JWT verifying key")?,
+            refresh_key: refresh.finalize().into(),
         })
     }
 
@@ -72,6 +78,24 @@ impl JwtKeys {
         write_private(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
         tracing::warn!(path = %path.display(), "JWT_SECRET is not set; generated a secret and kept it in the data directory");
         Self::from_secret(secret.as_bytes())
+    }
+
+    /// The refresh token that `token` rotates into: `<session>.<HMAC-SHA256(key, token)>`.
+    ///
+    /// Deterministic on purpose: a client that fires two refreshes with one token (a
+    /// double tap, a retry after a lost answer) must get the same pair both times, in any
+    /// instance of a fleet, without the store keeping plaintext tokens. Only the server
+    /// (which holds the key) can compute it, so a leaked token yields nothing new beyond
+    /// the reuse grace, after which presenting it still ends the session.
+    pub fn successor_refresh_token(&self, session: SessionId, token: &str) -> (String, String) {
+        use hmac::{KeyInit, Mac};
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.refresh_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(token.trim().as_bytes());
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let next = format!("{session}.{secret}");
+        let hash = hash_refresh(&next);
+        (next, hash)
     }
 
     /// Issues an access token.

@@ -1,5 +1,7 @@
 //! Accounts and sessions (CONTRACT §2 Auth) and the socket handshake (CONTRACT §3).
 
+use std::time::Duration;
+
 use base64::Engine;
 use quckchat_sio_client::{Client, DisconnectKind, Error};
 use reqwest::{Method, StatusCode};
@@ -125,7 +127,8 @@ async fn invalid_registration_is_400() {
 
 #[tokio::test]
 async fn refresh_rotates_and_the_old_refresh_token_stops_working() {
-    let app = spawn_app().await;
+    // No reuse grace: the old token is refused at once (the grace has its own tests).
+    let app = spawn_app_with(|c| c.refresh_reuse_grace = Duration::ZERO).await;
     let alice = app.register("alice").await;
 
     let (status, fresh) =
@@ -147,7 +150,8 @@ async fn refresh_rotates_and_the_old_refresh_token_stops_working() {
 
 #[tokio::test]
 async fn a_reused_refresh_token_ends_the_whole_session() {
-    let app = spawn_app().await;
+    // A grace of zero: every replay is past it, as one after the (default 10 s) grace is.
+    let app = spawn_app_with(|c| c.refresh_reuse_grace = Duration::ZERO).await;
     let alice = app.register("alice").await;
     let other_session = app.login(&alice).await;
 
@@ -172,6 +176,34 @@ async fn a_reused_refresh_token_ends_the_whole_session() {
 
     let (status, _) = app.get("/users/me", &other_session.token).await;
     assert_eq!(status, StatusCode::OK, "another session of the same user is untouched");
+}
+
+#[tokio::test]
+async fn the_same_refresh_fired_twice_answers_the_same_pair_within_the_grace() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let refresh = |token: String| {
+        let app = &app;
+        async move { app.api(Method::POST, "/auth/refresh", None, Some(json!({ "refreshToken": token }))).await }
+    };
+
+    // Fired at once (a double tap): both succeed with the same refresh token.
+    let ((s1, b1), (s2, b2)) = tokio::join!(refresh(alice.refresh.clone()), refresh(alice.refresh.clone()));
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{b1} {b2}");
+    assert_eq!(b1["refreshToken"], b2["refreshToken"], "one successor");
+    assert_ne!(b1["refreshToken"], json!(alice.refresh));
+    // Once more, later (a retry after a lost answer): still the same successor.
+    let (s3, b3) = refresh(alice.refresh.clone()).await;
+    assert_eq!(s3, StatusCode::OK, "{b3}");
+    assert_eq!(b3["refreshToken"], b1["refreshToken"]);
+    for body in [&b1, &b2, &b3] {
+        let (status, _) = app.get("/users/me", body["accessToken"].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "every access token handed out works");
+    }
+    // The successor rotates on as usual, and the session is alive.
+    let (s4, b4) = refresh(str_of(&b1["refreshToken"])).await;
+    assert_eq!(s4, StatusCode::OK, "{b4}");
+    assert_ne!(b4["refreshToken"], b1["refreshToken"]);
 }
 
 #[tokio::test]
