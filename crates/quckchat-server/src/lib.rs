@@ -10,6 +10,8 @@ pub mod http;
 pub mod ice;
 pub mod metered_store;
 pub mod metrics;
+#[cfg(test)]
+mod proptests;
 pub mod push;
 pub mod serve;
 pub mod startup;

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::auth::throttle::AuthThrottle;
-use crate::auth::{Auth, JwtKeys, PasswordHasher};
+use crate::auth::{Auth, JwtKeys, Lifetimes, PasswordHasher};
 use crate::config::{Config, Transports};
 use crate::fleet::Fleet;
 use crate::fleet::devices::RedisDevices;
@@ -331,9 +331,11 @@ impl Server {
             keys,
             hasher,
             throttle,
-            config.access_ttl,
-            config.refresh_ttl,
-            config.refresh_reuse_grace,
+            Lifetimes {
+                access_ttl: config.access_ttl,
+                refresh_ttl: config.refresh_ttl,
+                refresh_grace: config.refresh_reuse_grace,
+            },
         ));
         let ice = IceProvider::new(&config);
         let config = Arc::new(config);
@@ -374,6 +376,12 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The HTTP router, for in-process tests.
+    #[cfg(test)]
+    pub(crate) fn router_for_tests(&self) -> Router {
+        self.router.clone()
     }
 
     /// The services (tests reach the store through it).

@@ -89,6 +89,17 @@ pub struct Principal {
     pub session_id: SessionId,
 }
 
+/// How long tokens live.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// Access tokens.
+    pub access_ttl: Duration,
+    /// Refresh tokens (sessions).
+    pub refresh_ttl: Duration,
+    /// How long a rotated-away refresh token still answers its successor.
+    pub refresh_grace: Duration,
+}
+
 /// The accounts service.
 pub struct Auth {
     store: Arc<dyn Store>,
@@ -109,10 +120,9 @@ impl Auth {
         keys: JwtKeys,
         hasher: PasswordHasher,
         throttle: AuthThrottle,
-        access_ttl: Duration,
-        refresh_ttl: Duration,
-        refresh_grace: Duration,
+        lifetimes: Lifetimes,
     ) -> Self {
+        let Lifetimes { access_ttl, refresh_ttl, refresh_grace } = lifetimes;
         Self { store, realtime, keys, hasher, throttle, access_ttl, refresh_ttl, refresh_grace }
     }
 
@@ -252,6 +262,12 @@ impl Auth {
         }
         Ok(Principal { user_id: claims.user_id, session_id: claims.session_id })
     }
+}
+
+/// The refresh-token parser, for the property tests.
+#[cfg(test)]
+pub(crate) fn parse_refresh_token_for_tests(raw: &str) -> Option<(SessionId, String)> {
+    tokens::parse_refresh_token(raw)
 }
 
 /// Takes the token out of `Bearer <jwt>` or a bare `<jwt>`.

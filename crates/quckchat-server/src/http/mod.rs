@@ -7,6 +7,8 @@ mod calls;
 mod conversations;
 pub mod error;
 mod extract;
+#[cfg(test)]
+pub(crate) use extract::client_address as client_address_for_tests;
 mod messages;
 mod ops;
 mod users;
