@@ -101,3 +101,18 @@ test('a connection that never sends a byte is closed after the header timeout', 
   });
   assert.ok(Date.now() - opened >= HEADER_TIMEOUT_MS - 200);
 });
+
+test('upgraded WebSockets count against MAX_CONNECTIONS too', { timeout: 60_000 }, async () => {
+  const capped = await startServer({ MAX_CONNECTIONS: '10' });
+  try {
+    const alice = await register(capped.url, 'alice');
+    const attempts = Array.from({ length: 14 }, () => connect(capped.url, '/chat', alice.accessToken, { timeout: 10_000 }));
+    const results = await Promise.allSettled(attempts.map((a) => a.ready));
+    const open = results.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+    assert.ok(open.length <= 10, `${open.length} WebSockets open under a cap of 10`);
+    assert.ok(open.length >= 8, `only ${open.length} of 10 allowed connected`);
+    for (const s of open) s.close();
+  } finally {
+    await capped.stop();
+  }
+});

@@ -17,7 +17,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -29,7 +31,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::metrics::Metrics;
 
@@ -92,17 +93,20 @@ pub async fn serve(
         };
         // Small frames (acks, events) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let service = router.clone().layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout)).map_request(
-            move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            },
-        );
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)).with_upgrades();
+        let body_timeout = limits.body_read_timeout;
+        let service = router.clone().map_request(move |req: axum::http::Request<Incoming>| {
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            axum::http::Request::from_parts(parts, DeadlineBody::new(body, body_timeout))
+        });
+        // The permit lives in the IO, not in this task: after a WebSocket upgrade hyper
+        // hands the IO to the upgrade and this task ends, but the connection stays open
+        // and must still count against the cap (and in the gauge).
+        metrics.connection_gauge(1.0);
+        let io = Counted { stream, _permit: permit, metrics: metrics.clone() };
+        let conn = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(service)).with_upgrades();
         let mut closing = closing_rx.clone();
-        let metrics = metrics.clone();
         connections.spawn(async move {
-            metrics.connection_gauge(1.0);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => log_end(peer, result),
@@ -111,8 +115,6 @@ pub async fn serve(
                     log_end(peer, conn.await);
                 }
             }
-            metrics.connection_gauge(-1.0);
-            drop(permit);
         });
     }
 
@@ -125,6 +127,110 @@ pub async fn serve(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// An accepted connection holding its place under the cap (and in the gauge) for as long
+/// as it is open, upgraded or not.
+struct Counted {
+    stream: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Metrics,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.metrics.connection_gauge(-1.0);
+    }
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A request body with one deadline for the whole of it, set when the request arrived.
+/// (tower-http's `RequestBodyTimeout` restarts its timer at every frame, so a client
+/// trickling a byte just inside it could hold a request open for as long as the body
+/// limit allows.)
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, within: Duration) -> Self {
+        Self { inner, deadline: Box::pin(tokio::time::sleep(within)) }
+    }
+}
+
+/// The body did not arrive in time.
+#[derive(Debug)]
+struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body read timed out")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Resolves once shutdown began (or the loop is gone).

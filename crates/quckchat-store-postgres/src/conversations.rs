@@ -258,12 +258,14 @@ pub(crate) async fn update_conversation(
     Ok(())
 }
 
-/// Locks the conversation row for the rest of the transaction (`FOR UPDATE`, which also
-/// conflicts with the `FOR KEY SHARE` a participant insert takes through its foreign key):
-/// every membership change of one conversation runs one at a time, each seeing the last
-/// one's result. `false` when there is no such conversation.
+/// Locks the conversation row for the rest of the transaction: every membership change of
+/// one conversation runs one at a time, each seeing the last one's result. `FOR NO KEY
+/// UPDATE` conflicts with itself (and with an append's `UPDATE conversations`) but not
+/// with the `FOR KEY SHARE` that foreign keys take: a receipt inserted by a transaction
+/// that already locked its participant row must not wait on us while we wait on it
+/// (that ordering deadlocked with `FOR UPDATE`). `false` when there is no such conversation.
 async fn lock_conversation(tx: &mut PgConnection, conversation: ConversationId) -> StoreResult<bool> {
-    let row: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+    let row: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1 FOR NO KEY UPDATE")
         .bind(conversation.as_uuid())
         .fetch_optional(&mut *tx)
         .await

@@ -49,6 +49,11 @@ impl<H: EngineIoHandler> EngineIo<H> {
         let engine = self.clone();
         let close_fn = Box::new(move |sid, reason| engine.close_session(sid, reason));
 
+        // QuckChat patch: a handle in the request's extensions that closes this whole
+        // engine connection (see `EngineCloser`), set once the socket exists.
+        let mut req = req;
+        let closer = crate::socket::EngineCloser::default();
+        req.extensions.insert(closer.clone());
         let socket = Socket::new(
             protocol,
             transport,
@@ -58,6 +63,7 @@ impl<H: EngineIoHandler> EngineIo<H> {
             supports_binary,
         );
         let socket = Arc::new(socket);
+        closer.arm(&socket);
         self.sockets
             .write()
             .unwrap()

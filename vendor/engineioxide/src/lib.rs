@@ -3,7 +3,7 @@
 #![doc = include_str!("../README.md")]
 
 pub use engineioxide_core::{ProtocolVersion, Str, TransportType};
-pub use socket::{DisconnectReason, Socket};
+pub use socket::{DisconnectReason, EngineCloser, Socket};
 
 #[doc(hidden)]
 #[cfg(feature = "__test_harness")]

@@ -97,6 +97,38 @@ pub enum DisconnectReason {
     ClosingServer,
 }
 
+/// QuckChat patch: closes the engine connection a request belongs to, from code that only
+/// sees that request's parts (socketioxide keeps the engine socket private). Socket.IO's
+/// own `disconnect()` sends a DISCONNECT packet, which a client takes as "io server
+/// disconnect" and does not reconnect after; closing the transport instead makes the
+/// client reconnect on its own, which is what a server that cannot queue an ack wants.
+#[derive(Clone, Default)]
+pub struct EngineCloser(Arc<std::sync::OnceLock<Box<dyn Fn(DisconnectReason) + Send + Sync>>>);
+
+impl EngineCloser {
+    pub(crate) fn arm<D: Default + Send + Sync + 'static>(&self, socket: &Arc<Socket<D>>) {
+        let weak = Arc::downgrade(socket);
+        let _ = self.0.set(Box::new(move |reason| {
+            if let Some(socket) = weak.upgrade() {
+                socket.close(reason);
+            }
+        }));
+    }
+
+    /// Closes the connection (a no-op once it is gone).
+    pub fn close(&self, reason: DisconnectReason) {
+        if let Some(close) = self.0.get() {
+            close(reason);
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineCloser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineCloser")
+    }
+}
+
 /// Convert an [`Error`] to a [`DisconnectReason`] if possible
 /// This is used to notify the [`Handler`](crate::handler::EngineIoHandler) of the reason why a [`Socket`] was closed
 /// If the error cannot be converted to a [`DisconnectReason`] it means that the error was not fatal and the [`Socket`] can be kept alive

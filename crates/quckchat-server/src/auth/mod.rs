@@ -163,6 +163,12 @@ impl Auth {
     /// Checks a username and password and starts a session.
     #[instrument(skip_all)]
     pub async fn login(&self, from: IpAddr, username: &str, password: String) -> Result<AuthResponse, AuthError> {
+        // No account has a longer name (usernames were always 3 to 32 characters): refuse
+        // at once, before it can become a throttle key or cost a hash.
+        if username.trim().chars().count() > 32 {
+            self.throttle.attempt(from, None)?;
+            return Err(AuthError::BadCredentials);
+        }
         self.throttle.attempt(from, Some(username))?;
         let credentials = self.store.credentials(username.trim()).await?;
         let Some(credentials) = credentials else {

@@ -17,6 +17,21 @@ use governor::{Quota, RateLimiter};
 
 use super::AuthError;
 
+/// The key of an address: itself for IPv4, its /64 for IPv6 (a host gets a whole /64, so
+/// keying by the full address would give an attacker 2^64 buckets).
+fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 /// How often (in checks) stale buckets are swept.
 const SWEEP_EVERY: u64 = 4096;
 
@@ -77,19 +92,17 @@ impl AuthThrottle {
 
     /// An attempt from `address`, for `username` when the route names one. Both buckets
     /// are charged; the answer waits for the longer of the two.
+    ///
+    /// An address refused charges nothing else (so a throttled address cannot fill the
+    /// username map); IPv6 addresses are keyed by their /64, the block one host is given.
+    /// Callers refuse over-long usernames before asking.
     pub fn attempt(&self, address: IpAddr, username: Option<&str>) -> Result<(), AuthError> {
-        let by_address = self.by_address.check(&address);
-        let by_username = match username {
-            Some(name) => self.by_username.check(&name.trim().to_lowercase()),
-            None => Ok(()),
-        };
-        match (by_address, by_username) {
-            (Ok(()), Ok(())) => Ok(()),
-            (a, u) => {
-                let retry_after_secs = a.err().unwrap_or(0).max(u.err().unwrap_or(0)).max(1);
-                Err(AuthError::Throttled { retry_after_secs })
-            }
+        let refused = |secs: u64| AuthError::Throttled { retry_after_secs: secs.max(1) };
+        self.by_address.check(&network_of(address)).map_err(refused)?;
+        if let Some(name) = username {
+            self.by_username.check(&name.trim().to_lowercase()).map_err(refused)?;
         }
+        Ok(())
     }
 }
 
@@ -121,6 +134,15 @@ mod tests {
         assert!(matches!(t.attempt(IpAddr::from([10, 0, 0, 3]), Some(" ALICE ")), Err(AuthError::Throttled { .. })));
         t.attempt(IpAddr::from([10, 0, 0, 3]), Some("bob")).unwrap();
         assert_eq!(t.by_username.len(), 2);
+    }
+
+    #[test]
+    fn ipv6_hosts_share_their_64_and_refused_addresses_charge_no_username() {
+        let t = AuthThrottle::new(Rule { per_minute: 1, burst: 1 }, Rule { per_minute: 1, burst: 1 });
+        t.attempt("2001:db8:1:2::1".parse().unwrap(), None).unwrap();
+        assert!(t.attempt("2001:db8:1:2:ffff::9".parse().unwrap(), Some("alice")).is_err(), "same /64");
+        // That refusal did not use up alice's bucket.
+        t.attempt("2001:db8:1:3::1".parse().unwrap(), Some("alice")).unwrap();
     }
 
     #[test]

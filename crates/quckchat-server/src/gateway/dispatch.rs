@@ -95,10 +95,11 @@ pub async fn dispatch<A: Adapter, Fut>(
 
 /// An ack that cannot be queued (the socket's buffer is full) must not be lost while the
 /// socket stays open: the event took effect, and a client waiting on it without a timeout
-/// would wait forever. The socket is disconnected instead; the client reconnects and
-/// catches up (`afterSeq`, idempotent retries). The DISCONNECT packet needs a free slot
-/// in the same full buffer, so it is retried until one frees; if none ever does, the
-/// engine's next heartbeat fails on the full buffer and closes the connection all the same.
+/// would wait forever. The socket's whole engine connection is closed instead (a
+/// transport close, after which socket.io-client reconnects on its own and catches up
+/// with `afterSeq` and idempotent retries; a Socket.IO DISCONNECT would read as "io server
+/// disconnect", after which it does not). Without the engine handle (it is set for every
+/// session) the DISCONNECT is retried until the full buffer has a free slot.
 fn ack_undeliverable<A: Adapter>(
     state: &AppState,
     namespace: &'static str,
@@ -113,6 +114,10 @@ fn ack_undeliverable<A: Adapter>(
         other => {
             state.metrics.ack_undeliverable(namespace);
             tracing::warn!(namespace, sid = %socket.id, error = %other, "ack could not be queued; disconnecting the socket");
+            if let Some(closer) = socket.req_parts().extensions.get::<engineioxide::EngineCloser>() {
+                closer.close(engineioxide::DisconnectReason::TransportError);
+                return;
+            }
             let socket = socket.clone();
             let give_up = state.config.ping_interval + state.config.ping_timeout;
             tokio::spawn(async move {

@@ -53,9 +53,19 @@ pub fn client_address<'a>(peer: IpAddr, forwarded: impl Iterator<Item = &'a str>
     if !is_trusted(&peer) {
         return canonical(peer);
     }
-    let hops: Vec<IpAddr> =
-        forwarded.flat_map(|v| v.split(',')).map(str::trim).map_while(|hop| hop.parse::<IpAddr>().ok()).collect();
-    hops.into_iter().rev().find(|ip| !is_trusted(ip)).map_or(canonical(peer), canonical)
+    // From the right: each trusted proxy appended the address it saw. The first entry that
+    // is not a trusted proxy is the client; anything left of it is the client's own claim.
+    // An entry that does not parse ends the walk (the peer is then the answer): it cannot
+    // have been written by a proxy we trust.
+    let hops: Vec<&str> = forwarded.flat_map(|v| v.split(',')).map(str::trim).collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return canonical(ip),
+            Err(_) => break,
+        }
+    }
+    canonical(peer)
 }
 
 /// `::ffff:a.b.c.d` is `a.b.c.d`.
@@ -86,6 +96,11 @@ mod tests {
         // Two trusted hops: skip both.
         let trusted = nets(&["127.0.0.1/32", "198.51.100.0/24"]);
         assert_eq!(client_address(peer, header.into_iter(), &trusted), "203.0.113.9".parse::<IpAddr>().unwrap());
+        // A client's junk left of the real entry cannot choose its address.
+        let junk = ["203.0.113.77, x, 198.51.100.7"];
+        let trusted = nets(&["127.0.0.1/32"]);
+        assert_eq!(client_address(peer, junk.into_iter(), &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_address(peer, ["203.0.113.77, x"].into_iter(), &trusted), peer);
         // Garbage stops the walk; no header at all is the peer.
         assert_eq!(client_address(peer, ["nonsense"].into_iter(), &nets(&["127.0.0.0/8"])), peer);
         assert_eq!(client_address(peer, std::iter::empty(), &nets(&["127.0.0.0/8"])), peer);
