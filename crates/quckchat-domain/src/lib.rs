@@ -12,6 +12,7 @@ pub mod calls;
 pub mod chat;
 pub mod error;
 pub mod events;
+pub mod hot;
 pub mod ids;
 pub mod lanes;
 pub mod model;

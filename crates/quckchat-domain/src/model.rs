@@ -417,6 +417,10 @@ pub enum Appended {
     Created(Message),
     /// The sender had already sent this `clientMessageId`: the first message, unchanged.
     Existing(Message),
+    /// The sender is not (or no longer) a member of the conversation at the moment of the
+    /// write; nothing was stored. The store's own check, so that an instance whose cached
+    /// membership is stale still cannot store a removed member's message.
+    NotMember,
 }
 
 /// What `remove_member` did.

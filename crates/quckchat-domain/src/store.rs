@@ -134,7 +134,9 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a message: the next `seq` of its conversation, the conversation's
     /// `last_seq` / `last_message_at`, the sender's read pointer, and the push jobs,
     /// all in one transaction. When the sender already sent `client_message_id`, returns
-    /// [`Appended::Existing`] and writes nothing. `NotFound` for an unknown conversation.
+    /// [`Appended::Existing`] and writes nothing; when the sender is not a member at the
+    /// moment of the write, [`Appended::NotMember`] and writes nothing. `NotFound` for an
+    /// unknown conversation.
     async fn append_message(&self, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended>;
     /// A message by id, with reactions and receipts.
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>>;

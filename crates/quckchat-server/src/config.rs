@@ -103,6 +103,11 @@ pub struct Config {
     /// How long after a rotation the rotated-away refresh token still answers the pair it
     /// was rotated into (instead of ending the session as a reuse).
     pub refresh_reuse_grace: Duration,
+    /// `SQLITE_SYNCHRONOUS=full`: every SQLite commit fsynced before its ack (power-loss
+    /// durable); otherwise `normal` (an acked write survives the process, not the OS).
+    pub sqlite_synchronous_full: bool,
+    /// Hot state capacities (`HOT_CACHE_MEMBERS`, `HOT_CACHE_USERS`).
+    pub hot_limits: quckchat_domain::hot::HotLimits,
 }
 
 impl Default for Config {
@@ -148,6 +153,8 @@ impl Default for Config {
             user_event_rate_per_sec: 100,
             max_sockets_per_user: 32,
             refresh_reuse_grace: Duration::from_secs(10),
+            sqlite_synchronous_full: false,
+            hot_limits: quckchat_domain::hot::HotLimits::default(),
         }
     }
 }
@@ -276,6 +283,16 @@ impl Config {
         c.user_event_rate_per_sec = num("RATE_LIMIT_USER_EVENTS_PER_SEC", c.user_event_rate_per_sec)?.max(1);
         c.max_sockets_per_user = count("MAX_SOCKETS_PER_USER", c.max_sockets_per_user)?.max(1);
         c.refresh_reuse_grace = ms("REFRESH_REUSE_GRACE_MS", c.refresh_reuse_grace)?;
+        if let Some(v) = get("SQLITE_SYNCHRONOUS") {
+            c.sqlite_synchronous_full = match v.trim().to_ascii_lowercase().as_str() {
+                "full" | "extra" => true,
+                "normal" => false,
+                _ => bail!("SQLITE_SYNCHRONOUS={v}: expected `normal` or `full`"),
+            };
+        }
+        c.hot_limits.conversation_weight =
+            count("HOT_CACHE_MEMBERS", c.hot_limits.conversation_weight as usize)?.max(16) as u64;
+        c.hot_limits.users = count("HOT_CACHE_USERS", c.hot_limits.users as usize)?.max(16) as u64;
         if !c.turn_urls.is_empty() && c.turn_secret.is_none() {
             bail!("TURN_URLS is set but TURN_SECRET is not: TURN credentials cannot be minted");
         }

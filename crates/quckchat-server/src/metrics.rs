@@ -34,6 +34,13 @@ pub const ACKS_UNDELIVERABLE: &str = "quckchat_acks_undeliverable_total";
 /// Auth attempts refused before any work, by reason (`throttled`, `hashing_busy`).
 pub const AUTH_REFUSED: &str = "quckchat_auth_refused_total";
 
+/// Hot state lookups, by outcome (`hit`, `miss`), and entries evicted to stay bounded.
+pub const HOT_LOOKUPS: &str = "quckchat_hot_state_lookups_total";
+/// Hot state entries evicted to stay within capacity.
+pub const HOT_EVICTIONS: &str = "quckchat_hot_state_evictions_total";
+/// Hot state entries held, by kind (`conversation`, `user`).
+pub const HOT_ENTRIES: &str = "quckchat_hot_state_entries";
+
 /// A handle on this server's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -59,6 +66,21 @@ impl Metrics {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         Self { recorder: Arc::new(recorder), handle }
+    }
+
+    /// Copies the hot state's counters in (they are kept by the domain, read at scrape).
+    pub fn hot_state(&self, stats: quckchat_domain::hot::HotStats) {
+        let counter = |name: &'static str, labels: Vec<Label>, value: u64| {
+            self.recorder.register_counter(&Self::key(name, labels), &METADATA).absolute(value);
+        };
+        counter(HOT_LOOKUPS, vec![Label::new("outcome", "hit")], stats.hits);
+        counter(HOT_LOOKUPS, vec![Label::new("outcome", "miss")], stats.misses);
+        counter(HOT_EVICTIONS, vec![], stats.evictions);
+        for (kind, value) in [("conversation", stats.conversations), ("user", stats.users)] {
+            self.recorder
+                .register_gauge(&Self::key(HOT_ENTRIES, vec![Label::new("kind", kind)]), &METADATA)
+                .set(value as f64);
+        }
     }
 
     /// The Prometheus text exposition.

@@ -19,6 +19,7 @@ use quckchat_domain::calls::Calls;
 use quckchat_domain::calls::devices::{DeviceDirectory, LocalDevices};
 use quckchat_domain::calls::signals::{LocalSignalBuffer, SignalBuffer};
 use quckchat_domain::chat::Chat;
+use quckchat_domain::hot::{ChangeFeed, HotState, NoFeed};
 use quckchat_domain::ordering::{ConversationOrder, LocalOrder};
 use quckchat_domain::presence::{LocalPresence, PresenceRegistry};
 use quckchat_domain::store::Store;
@@ -38,6 +39,7 @@ use crate::config::{Config, Transports};
 use crate::fleet::Fleet;
 use crate::fleet::devices::RedisDevices;
 use crate::fleet::driver::ResilientDriver;
+use crate::fleet::feed::RedisChangeFeed;
 use crate::fleet::order::RedisOrder;
 use crate::fleet::presence::RedisPresence;
 use crate::fleet::signals::RedisSignalBuffer;
@@ -123,9 +125,19 @@ pub struct Backend {
 /// to bound its connections, 16 by default), or
 /// `mongodb://HOST/DATABASE`.
 pub async fn open_store(url: &str) -> anyhow::Result<Backend> {
+    open_store_with(url, false).await
+}
+
+/// [`open_store`]; `sqlite_full` makes every SQLite commit fsynced (`SQLITE_SYNCHRONOUS=full`).
+pub async fn open_store_with(url: &str, sqlite_full: bool) -> anyhow::Result<Backend> {
     if url.starts_with("sqlite:") {
+        let durability = if sqlite_full {
+            quckchat_store_sqlite::Durability::Full
+        } else {
+            quckchat_store_sqlite::Durability::Normal
+        };
         let store = Arc::new(
-            quckchat_store_sqlite::SqliteStore::connect(url)
+            quckchat_store_sqlite::SqliteStore::connect_with(url, durability)
                 .await
                 .with_context(|| format!("opening the SQLite store at {url}"))?,
         );
@@ -194,7 +206,7 @@ impl Server {
     /// Builds the server; `push_policy` tunes the outbox worker (tests shorten it).
     pub async fn build_with(config: Config, push_policy: PushPolicy) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
-        let backend = open_store(&config.database_url).await?;
+        let backend = open_store_with(&config.database_url, config.sqlite_synchronous_full).await?;
         let metered = Arc::new(MeteredStore::new(backend.store, backend.calls, metrics.clone()));
         let (store, call_store): (Arc<dyn Store>, Arc<dyn CallStore>) = (metered.clone(), metered);
         let keys = JwtKeys::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
@@ -301,8 +313,20 @@ impl Server {
     {
         let push_queued = Arc::new(Notify::new());
         let realtime = Arc::new(SocketIoRealtime::new(io.clone(), metrics.clone()));
-        let chat =
-            Arc::new(Chat::new(store.clone(), realtime.clone(), presence.chat, presence.order, push_queued.clone()));
+        let hot = Arc::new(HotState::new(config.hot_limits));
+        let feed: Arc<dyn ChangeFeed> = match &fleet {
+            Some(fleet) => Arc::new(RedisChangeFeed::start(fleet.clone(), hot.clone(), background.clone())),
+            None => Arc::new(NoFeed),
+        };
+        let chat = Arc::new(Chat::new(
+            store.clone(),
+            realtime.clone(),
+            presence.chat,
+            presence.order,
+            push_queued.clone(),
+            hot,
+            feed,
+        ));
         let calls = Calls::new(
             store.clone(),
             call_store,

@@ -289,6 +289,22 @@ pub(crate) async fn append(
         return Ok(Appended::Existing(existing(c, found).await?));
     }
 
+    // The store's own membership check (an instance's cached membership may be stale).
+    // Unknown conversations fall through to the NotFound below.
+    let conversation = c
+        .conversations
+        .find_one(doc! { "_id": new.conversation_id.bson() })
+        .projection(doc! { "participants": { "$elemMatch": { "userId": new.sender_id.bson() } } })
+        .await
+        .map_err(db)?;
+    match conversation {
+        None => return Err(StoreError::NotFound),
+        Some(found) if !found.get_array("participants").is_ok_and(|p| !p.is_empty()) => {
+            return Ok(Appended::NotMember);
+        }
+        Some(_) => {}
+    }
+
     let created_at = ts(new.created_at);
     let attachments = attachments_bson(&new.attachments)?;
     let push_docs: Vec<Document> = pushes.iter().map(job_doc).collect();

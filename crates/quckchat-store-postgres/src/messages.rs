@@ -239,6 +239,21 @@ async fn try_append(pool: &PgPool, new: &NewMessage, pushes: &[PushJob]) -> Stor
         }
     }
 
+    // Membership, read after the conversation's row lock is ours: a removal (which locks
+    // that row too) either committed before this statement's snapshot or waits for us, so
+    // an instance whose cached membership is stale cannot store a removed member's message.
+    let member: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM participants WHERE conversation_id = $1 AND user_id = $2)")
+            .bind(new.conversation_id.as_uuid())
+            .bind(new.sender_id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+    if !member {
+        tx.rollback().await.map_err(db)?;
+        return Ok(Some(Appended::NotMember));
+    }
+
     let inserted = sqlx::query(
         "INSERT INTO messages (id, conversation_id, seq, sender_id, kind, content, attachments,
                                reply_to, client_message_id, created_at)

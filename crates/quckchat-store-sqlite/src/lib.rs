@@ -12,6 +12,9 @@ mod conversations;
 mod messages;
 mod pushes;
 mod users;
+mod writer;
+
+pub use writer::Durability;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,14 +29,14 @@ use quckchat_domain::model::{
     Timestamp, User,
 };
 use quckchat_domain::store::{Credentials, HistoryCursor, Store, StoreResult};
-use quckchat_domain::{CallId, ConversationId, MessageId, PushJobId, SessionId, UserId};
+use quckchat_domain::{CallId, ConversationId, MessageId, PushJobId, SessionId, StoreError, UserId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 use crate::codec::db;
 
 /// How long a statement waits for the write lock before failing with `SQLITE_BUSY`.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connections in a file database's pool. Readers run in parallel (WAL); writers queue
 /// for the one write lock.
@@ -46,6 +49,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The one writer of appends, with group commit (file databases; an in-memory
+    /// database lives in the pool's single connection, so it appends there).
+    writer: Option<writer::Writer>,
 }
 
 impl SqliteStore {
@@ -59,11 +65,17 @@ impl SqliteStore {
     ///
     /// Foreign keys are enforced and lock waits time out after five seconds.
     pub async fn connect(url: &str) -> anyhow::Result<SqliteStore> {
+        Self::connect_with(url, Durability::default()).await
+    }
+
+    /// [`SqliteStore::connect`] with the durability of a commit chosen (file databases).
+    pub async fn connect_with(url: &str, durability: Durability) -> anyhow::Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| format!("invalid SQLite URL {url:?}"))?
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
 
+        let mut writer_path = None;
         let pool = if is_in_memory(url) {
             SqlitePoolOptions::new()
                 .max_connections(1)
@@ -74,8 +86,14 @@ impl SqliteStore {
                 .await
                 .context("opening the in-memory SQLite database")?
         } else {
-            let options = options.create_if_missing(true).synchronous(SqliteSynchronous::Normal);
+            let synchronous = match durability {
+                Durability::Normal => SqliteSynchronous::Normal,
+                Durability::Full => SqliteSynchronous::Full,
+            };
+            // Checkpoints are the writer's checkpointer thread's job, never a commit's.
+            let options = options.create_if_missing(true).synchronous(synchronous).pragma("wal_autocheckpoint", "0");
             let path = options.get_filename().to_path_buf();
+            writer_path = Some(path.clone());
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("creating the directory {}", parent.display()))?;
@@ -95,8 +113,12 @@ impl SqliteStore {
         };
 
         MIGRATOR.run(&pool).await.context("applying the SQLite migrations")?;
-        tracing::debug!(url, "SQLite store ready");
-        Ok(SqliteStore { pool })
+        let writer = match writer_path {
+            Some(path) => Some(writer::Writer::start(path, durability).context("starting the SQLite writer")?),
+            None => None,
+        };
+        tracing::debug!(url, ?durability, "SQLite store ready");
+        Ok(SqliteStore { pool, writer })
     }
 
     /// Closes every connection, waiting for those in use to be returned. Later calls
@@ -224,7 +246,17 @@ impl Store for SqliteStore {
     }
 
     async fn append_message(&self, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
-        messages::append_message(&self.pool, new, pushes).await
+        let Some(writer) = &self.writer else {
+            return messages::append_message(&self.pool, new, pushes).await;
+        };
+        Ok(match writer.append(new, pushes).await? {
+            writer::Outcome::Created(message) => Appended::Created(message),
+            // Committed before the writer looked: the pool reads it whole (reactions, receipts).
+            writer::Outcome::Existing(id) => {
+                Appended::Existing(messages::message(&self.pool, id).await?.ok_or(StoreError::NotFound)?)
+            }
+            writer::Outcome::NotMember => Appended::NotMember,
+        })
     }
 
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {

@@ -200,6 +200,23 @@ pub(crate) async fn append_message(pool: &SqlitePool, new: NewMessage, pushes: V
         }
     }
 
+    let (known, member): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = ?1),
+                EXISTS (SELECT 1 FROM participants WHERE conversation_id = ?1 AND user_id = ?2)",
+    )
+    .bind(new.conversation_id.to_string())
+    .bind(new.sender_id.to_string())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db)?;
+    if !known {
+        return Err(StoreError::NotFound);
+    }
+    if !member {
+        tx.rollback().await.map_err(db)?;
+        return Ok(Appended::NotMember);
+    }
+
     let seq: i64 = sqlx::query_scalar(
         "UPDATE conversations
             SET last_seq = last_seq + 1, last_message_at = ?2, last_activity_at = ?2

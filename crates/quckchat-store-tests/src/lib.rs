@@ -86,6 +86,7 @@ macro_rules! conformance_suite {
             append_assigns_consecutive_seqs,
             append_updates_pointer_and_conversation,
             append_to_unknown_conversation_not_found,
+            append_by_non_member_is_refused,
             concurrent_appends_are_gap_free,
             concurrent_appends_keep_separate_sequences,
             client_message_id_is_idempotent,

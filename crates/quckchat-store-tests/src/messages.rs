@@ -59,6 +59,29 @@ pub async fn append_to_unknown_conversation_not_found(store: DynStore) {
     assert!(matches!(result, Err(StoreError::NotFound)), "got {result:?}");
 }
 
+/// An append by a user who is not (or no longer) a member is refused by the store itself,
+/// whatever the caller believed, and writes nothing: no seq, no message, no push.
+pub async fn append_by_non_member_is_refused(store: DynStore) {
+    let a = user(&store, "alice").await;
+    let b = user(&store, "bob").await;
+    let c = user(&store, "carol").await;
+    let id = group(&store, a.id, &[b.id], t(0)).await;
+    let outsider =
+        store.append_message(text(id, c.id, "let me in", t(1)), vec![message_push(b.id, id, None, c.id, t(1))]);
+    assert!(matches!(outsider.await, Ok(Appended::NotMember)));
+    store.remove_member(id, b.id, b.id).await.expect("bob leaves");
+    let gone = store.append_message(text(id, b.id, "one more", t(2)), Vec::new()).await;
+    assert!(matches!(gone, Ok(Appended::NotMember)), "got {gone:?}");
+    assert!(store.history(id, HistoryCursor::Latest, 10).await.expect("history").is_empty());
+    assert!(store.pushes_for(b.id).await.expect("pushes_for").is_empty());
+    let conv = store.conversation(id, a.id).await.expect("conversation").expect("exists");
+    assert_eq!(conv.last_seq, 0);
+    assert_eq!(
+        created(store.append_message(text(id, a.id, "still here", t(3)), Vec::new()).await.expect("append")).seq,
+        1
+    );
+}
+
 /// 200 appends from 8 concurrent tasks into one conversation get exactly 1..=200.
 pub async fn concurrent_appends_are_gap_free(store: DynStore) {
     let a = user(&store, "alice").await;
@@ -139,7 +162,7 @@ pub async fn client_message_id_is_idempotent(store: DynStore) {
     let retry_push = message_push(b.id, id, Some(retry.id), a.id, t(20));
     match store.append_message(retry, vec![retry_push]).await.expect("append retry") {
         Appended::Existing(m) => assert_eq!(m, original),
-        Appended::Created(m) => panic!("a retry created {m:?}"),
+        other => panic!("a retry gave {other:?}"),
     }
     let history = store.history(id, HistoryCursor::Latest, 10).await.expect("history");
     assert_eq!(history, vec![original]);
@@ -185,6 +208,7 @@ pub async fn concurrent_duplicates_create_once(store: DynStore) {
             Appended::Existing(m) => {
                 ids.insert(m.id);
             }
+            Appended::NotMember => panic!("the sender is a member"),
         }
     }
     assert_eq!(created_count, 1);

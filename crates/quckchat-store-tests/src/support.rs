@@ -115,7 +115,7 @@ pub async fn send(
 pub fn created(appended: Appended) -> Message {
     match appended {
         Appended::Created(m) => m,
-        Appended::Existing(m) => panic!("expected a new message, got the existing {m:?}"),
+        other => panic!("expected a new message, got {other:?}"),
     }
 }
 

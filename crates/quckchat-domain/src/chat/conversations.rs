@@ -8,6 +8,7 @@ use tracing::instrument;
 use super::{Chat, ChatResult, MAX_GROUP_MEMBERS};
 use crate::error::{DomainError, StoreError};
 use crate::events::ServerEvent;
+use crate::hot::Changed;
 use crate::ids::{ConversationId, UserId};
 use crate::model::{Conversation, ConversationKind, NewConversation, Removal, Role, Timestamp, now};
 use crate::realtime::Audience;
@@ -180,6 +181,7 @@ impl Chat {
             .add_members(id, actor, &wanted, now())
             .await?
             .ok_or(DomainError::Forbidden("only a group admin may do this"))?;
+        self.changed(Changed::Conversation(id)).await;
         let updated = self.conversation(actor, id).await?;
         self.realtime.publish(Audience::Conversation(id), ServerEvent::ConversationUpdated(updated.clone())).await;
         for user in added {
@@ -210,6 +212,7 @@ impl Chat {
         // cannot both skip it), so what it answers is the truth.
         match self.store.remove_member(id, actor, target).await? {
             Removal::Removed { promoted } => {
+                self.changed(Changed::Conversation(id)).await;
                 if let Some(heir) = promoted {
                     tracing::info!(%heir, "the last admin left; promoted the next member");
                 }

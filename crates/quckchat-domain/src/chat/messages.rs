@@ -5,6 +5,7 @@ use tracing::instrument;
 use super::{Chat, ChatResult};
 use crate::error::DomainError;
 use crate::events::{ReactionChange, ServerEvent};
+use crate::hot::Changed;
 use crate::ids::{ConversationId, MessageId, UserId};
 use crate::model::{
     Appended, Attachment, ConversationKind, Message, MessageKind, NewMessage, PushJob, PushKind, Role, Timestamp, now,
@@ -111,9 +112,10 @@ impl Chat {
     #[instrument(skip_all, fields(%actor, conversation = %cmd.conversation_id))]
     pub async fn send_message(&self, actor: UserId, cmd: SendMessage) -> ChatResult<Message> {
         let cmd = cmd.validate()?;
-        let conversation =
-            self.store.conversation(cmd.conversation_id, actor).await?.ok_or(DomainError::NotFound("conversation"))?;
-        if !conversation.is_member(actor) {
+        // Every decision here is answered from memory on the hot path (see `crate::hot`);
+        // the store sees one call, the append, which checks membership itself.
+        let conversation = self.meta(cmd.conversation_id, actor).await?.ok_or(DomainError::NotFound("conversation"))?;
+        if conversation.role_of(actor).is_none() {
             return Err(DomainError::Forbidden("not a member of this conversation"));
         }
         if let Some(reply_to) = cmd.reply_to {
@@ -122,7 +124,7 @@ impl Chat {
                 return Err(DomainError::InvalidInput("replyTo must be a message of this conversation".into()));
             }
         }
-        let sender = self.store.user(actor).await?.ok_or(DomainError::NotFound("user"))?;
+        let sender_name = self.display_name(actor).await?;
 
         let _turn = self.order.turn(conversation.id).await;
         let others: Vec<UserId> = conversation.others(actor).collect();
@@ -156,7 +158,7 @@ impl Chat {
                     Some(new.id),
                     None,
                     actor,
-                    sender.display_name.clone(),
+                    sender_name.to_string(),
                     preview.clone(),
                     at,
                 )
@@ -174,6 +176,11 @@ impl Chat {
                 Ok(message)
             }
             Appended::Existing(message) => Ok(message),
+            Appended::NotMember => {
+                // Our cached membership was stale (changed on another instance): drop it.
+                self.hot.forget(Changed::Conversation(conversation.id));
+                Err(DomainError::Forbidden("not a member of this conversation"))
+            }
         }
     }
 
@@ -209,11 +216,7 @@ impl Chat {
     pub async fn delete_message(&self, actor: UserId, id: MessageId) -> ChatResult<Message> {
         let (message, role) = self.visible_message(actor, id).await?;
         let is_group_admin = role == Role::Admin
-            && self
-                .store
-                .conversation(message.conversation_id, actor)
-                .await?
-                .is_some_and(|c| c.kind == ConversationKind::Group);
+            && self.meta(message.conversation_id, actor).await?.is_some_and(|c| c.kind == ConversationKind::Group);
         if message.sender_id != actor && !is_group_admin {
             return Err(DomainError::Forbidden("only the sender or a group admin may delete a message"));
         }

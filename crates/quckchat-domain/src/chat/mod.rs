@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::error::DomainError;
+use crate::hot::{ChangeFeed, Changed, ConversationMeta, HotState};
 use crate::ids::{ConversationId, UserId};
 use crate::model::Role;
 use crate::ordering::ConversationOrder;
@@ -37,6 +38,10 @@ pub struct Chat {
     order: Arc<dyn ConversationOrder>,
     /// Woken when push jobs were queued, so the outbox worker need not poll fast.
     push_queued: Arc<Notify>,
+    /// Members, roles and display names in memory (see [`crate::hot`]).
+    hot: Arc<HotState>,
+    /// Where changes to what `hot` holds are announced to the rest of a fleet.
+    feed: Arc<dyn ChangeFeed>,
 }
 
 impl Chat {
@@ -47,8 +52,42 @@ impl Chat {
         presence: Arc<dyn PresenceRegistry>,
         order: Arc<dyn ConversationOrder>,
         push_queued: Arc<Notify>,
+        hot: Arc<HotState>,
+        feed: Arc<dyn ChangeFeed>,
     ) -> Self {
-        Self { store, realtime, presence, order, push_queued }
+        Self { store, realtime, presence, order, push_queued, hot, feed }
+    }
+
+    /// The hot state the service reads through.
+    pub fn hot(&self) -> &Arc<HotState> {
+        &self.hot
+    }
+
+    /// A conversation's kind and members: from memory, else from the store (and kept).
+    /// `None` for an unknown conversation.
+    async fn meta(&self, id: ConversationId, viewer: UserId) -> ChatResult<Option<Arc<ConversationMeta>>> {
+        if let Some(meta) = self.hot.conversation(id) {
+            return Ok(Some(meta));
+        }
+        let epoch = self.hot.epoch();
+        Ok(self.store.conversation(id, viewer).await?.map(|c| self.hot.fill_conversation(epoch, &c)))
+    }
+
+    /// A user's display name: from memory, else from the store (and kept).
+    async fn display_name(&self, id: UserId) -> ChatResult<Arc<str>> {
+        if let Some(name) = self.hot.display_name(id) {
+            return Ok(name);
+        }
+        let epoch = self.hot.epoch();
+        let user = self.store.user(id).await?.ok_or(DomainError::NotFound("user"))?;
+        Ok(self.hot.fill_display_name(epoch, id, &user.display_name))
+    }
+
+    /// Forgets what a change (already written to the store) made stale, here and on every
+    /// other instance.
+    async fn changed(&self, change: Changed) {
+        self.hot.forget(change);
+        self.feed.announce(change).await;
     }
 
     /// The store behind the service.
@@ -59,16 +98,10 @@ impl Chat {
     /// `actor`'s role in a conversation, or `Forbidden` when not a member (an unknown
     /// conversation is `NotFound`).
     async fn require_member(&self, conversation: ConversationId, actor: UserId) -> ChatResult<Role> {
-        match self.store.member_role(conversation, actor).await? {
-            Some(role) => Ok(role),
-            None => {
-                // Tell "unknown" from "not yours" only after the cheap check failed.
-                if self.store.conversation(conversation, actor).await?.is_none() {
-                    Err(DomainError::NotFound("conversation"))
-                } else {
-                    Err(DomainError::Forbidden("not a member of this conversation"))
-                }
-            }
-        }
+        self.meta(conversation, actor)
+            .await?
+            .ok_or(DomainError::NotFound("conversation"))?
+            .role_of(actor)
+            .ok_or(DomainError::Forbidden("not a member of this conversation"))
     }
 }

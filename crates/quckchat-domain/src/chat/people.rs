@@ -8,6 +8,7 @@ use tracing::instrument;
 use super::{Chat, ChatResult};
 use crate::error::DomainError;
 use crate::events::ServerEvent;
+use crate::hot::Changed;
 use crate::ids::UserId;
 use crate::model::{OnlineStatus, ProfilePatch, User, now};
 use crate::realtime::Audience;
@@ -49,6 +50,7 @@ impl Chat {
     /// Changes one's own profile.
     pub async fn update_profile(&self, actor: UserId, patch: ProfilePatch) -> ChatResult<User> {
         let user = self.store.update_profile(actor, patch).await?;
+        self.changed(Changed::User(actor)).await;
         Ok(self.present(actor, vec![user]).await?.remove(0))
     }
 

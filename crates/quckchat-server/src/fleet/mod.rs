@@ -4,6 +4,7 @@
 
 pub mod devices;
 pub mod driver;
+pub mod feed;
 pub mod order;
 pub mod presence;
 pub mod signals;
@@ -69,6 +70,8 @@ pub struct Fleet {
     pub prefix: String,
     /// A shared, self-reconnecting connection.
     pub redis: ConnectionManager,
+    /// For connections of their own (pub/sub subscriptions).
+    pub client: redis::Client,
     /// Whether Redis answered lately. While it does not, [`Fleet::run`] fails at once, so
     /// a request never waits for Redis more than once per outage; the heartbeat's pings
     /// set it back.
@@ -83,6 +86,7 @@ impl Fleet {
             instance: uuid::Uuid::now_v7().to_string(),
             prefix: prefix.to_string(),
             redis,
+            client: client.clone(),
             reachable: Arc::new(AtomicBool::new(true)),
         };
         fleet.beat().await?;

@@ -40,5 +40,6 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.hot_state(state.chat.hot().stats());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

@@ -10,6 +10,7 @@ mod bad_input;
 mod calls;
 mod calls_support;
 mod chat;
+mod durability;
 mod fleet;
 mod lifecycle;
 mod membership;

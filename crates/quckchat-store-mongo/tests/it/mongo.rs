@@ -103,7 +103,7 @@ async fn two_clients_append_gap_free() {
                     let new = text(id, sender, &format!("{task}-{i}"), t(10 + i));
                     match store.append_message(new, Vec::new()).await.expect("append") {
                         Appended::Created(m) => seqs.push(m.seq),
-                        Appended::Existing(m) => panic!("no client id, yet existing {m:?}"),
+                        other => panic!("no client id, yet {other:?}"),
                     }
                 }
                 seqs
@@ -170,7 +170,7 @@ async fn two_clients_duplicate_client_id_once_without_gaps() {
                     ids.insert(m.id);
                 }
                 Appended::Created(_) => {}
-                Appended::Existing(m) => panic!("a plain append answered existing {m:?}"),
+                other => panic!("a plain append answered {other:?}"),
             }
         }
         assert_eq!(created, 1, "round {round}: exactly one created");
@@ -200,7 +200,7 @@ async fn two_clients_duplicate_client_id_once_without_gaps() {
     let next = stores[0].append_message(text(id, a.id, "after", t(999)), Vec::new()).await.expect("append");
     match next {
         Appended::Created(m) => assert_eq!(m.seq, n as i64 + 1),
-        Appended::Existing(m) => panic!("expected a new message, got {m:?}"),
+        other => panic!("expected a new message, got {other:?}"),
     }
     scratch.drop().await;
 }
@@ -394,7 +394,7 @@ async fn abandon_second_message(store: &MongoStore, client_id: Option<&str>, age
     let message = new.id;
     match store.append_abandoned(new, vec![job.clone()], age).await.expect("abandoned append") {
         Appended::Created(m) => assert_eq!(m.seq, 2),
-        Appended::Existing(m) => panic!("expected a new message, got {m:?}"),
+        other => panic!("expected a new message, got {other:?}"),
     }
     let conv = store.conversation(id, a.id).await.expect("conversation").expect("exists");
     assert_eq!(conv.last_seq, 1, "the effects were not applied");
@@ -435,7 +435,7 @@ async fn next_append_finishes_an_abandoned_one() {
     let third = store.append_message(text(abandoned.id, abandoned.b, "third", t(30)), Vec::new()).await.expect("third");
     match third {
         Appended::Created(m) => assert_eq!(m.seq, 3),
-        Appended::Existing(m) => panic!("expected a new message, got {m:?}"),
+        other => panic!("expected a new message, got {other:?}"),
     }
     assert_finished(&store, &abandoned, 3).await;
     scratch.drop().await;
@@ -470,7 +470,7 @@ async fn retry_finishes_an_abandoned_append() {
         Appended::Existing(m) => {
             assert_eq!((m.id, m.seq, m.content.as_str()), (abandoned.message, 2, "second"));
         }
-        Appended::Created(m) => panic!("a retry created {m:?}"),
+        other => panic!("a retry gave {other:?}"),
     }
     assert_finished(&other, &abandoned, 2).await;
     scratch.drop().await;

@@ -91,7 +91,7 @@ async fn two_pools_append_gap_free() {
                     let new = text(id, sender, &format!("{task}-{i}"), t(10 + i));
                     match store.append_message(new, Vec::new()).await.expect("append") {
                         Appended::Created(m) => seqs.push(m.seq),
-                        Appended::Existing(m) => panic!("no client id, yet existing {m:?}"),
+                        other => panic!("no client id, yet {other:?}"),
                     }
                 }
                 seqs
@@ -164,6 +164,7 @@ async fn two_pools_duplicate_client_id_create_once() {
                 Appended::Existing(m) => {
                     ids.insert(m.id);
                 }
+                Appended::NotMember => panic!("round {round}: the sender is a member"),
             }
         }
         assert_eq!(created, 1, "round {round}: one message created");

@@ -133,7 +133,7 @@ async fn data_survives_reopening() {
         store.create_conversation(conv.clone()).await.expect("conversation");
         let sent = match store.append_message(message, vec![push.clone()]).await.expect("append") {
             Appended::Created(m) => m,
-            Appended::Existing(m) => panic!("unexpected existing {m:?}"),
+            other => panic!("unexpected {other:?}"),
         };
         assert!(store.mark_read(conv.id, bob.id, 1, t(20)).await.expect("mark_read"));
         store.close().await;
@@ -153,7 +153,7 @@ async fn data_survives_reopening() {
         .expect("append")
     {
         Appended::Created(m) => m,
-        Appended::Existing(m) => panic!("unexpected existing {m:?}"),
+        other => panic!("unexpected {other:?}"),
     };
     assert_eq!(again.seq, 2, "the sequence continues");
     let conversation = store.conversation(conv.id, alice.id).await.expect("conversation").expect("kept");
@@ -226,7 +226,7 @@ async fn two_stores_on_one_file_stay_gap_free() {
                     NewMessage { client_message_id: Some(format!("{i}-{n}")), ..text(conv.id, alice.id, "x", t(n)) };
                 match store.append_message(new, Vec::new()).await.expect("append") {
                     Appended::Created(m) => seqs.push(m.seq),
-                    Appended::Existing(m) => panic!("unexpected existing {m:?}"),
+                    other => panic!("unexpected {other:?}"),
                 }
             }
             seqs

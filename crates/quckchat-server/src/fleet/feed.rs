@@ -1,0 +1,123 @@
+//! The hot state's change feed over Redis pub/sub: an instance that changes a
+//! conversation's members or a user's profile publishes it on `{prefix}:hot`, and every
+//! instance (itself included, harmlessly) forgets its cached copy.
+//!
+//! While the subscription is down the hot state is suspended (every lookup goes to the
+//! store): an announcement published meanwhile would be lost, and memory could be stale.
+//! It resumes, empty, once the subscription is back. What stays possible is the window
+//! between a change's commit and its announcement arriving (sub-millisecond on a healthy
+//! Redis); the store's own membership check on appends covers what matters there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use quckchat_domain::hot::{ChangeFeed, Changed, HotState};
+use quckchat_domain::{ConversationId, UserId};
+use redis::AsyncCommands;
+use tokio_util::sync::CancellationToken;
+
+use super::Fleet;
+
+/// How long the subscriber waits before subscribing again after losing Redis.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(250);
+
+/// Announces changes on the fleet's channel; its subscriber task applies everyone's.
+pub struct RedisChangeFeed {
+    fleet: Fleet,
+    channel: String,
+}
+
+impl RedisChangeFeed {
+    /// Starts the subscriber (the hot state stays suspended until it is subscribed).
+    pub fn start(fleet: Fleet, hot: Arc<HotState>, stop: CancellationToken) -> Self {
+        let channel = fleet.key("hot");
+        hot.suspend();
+        tokio::spawn(subscribe(fleet.client.clone(), channel.clone(), hot, stop));
+        Self { fleet, channel }
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for RedisChangeFeed {
+    async fn announce(&self, change: Changed) {
+        let mut redis = self.fleet.redis.clone();
+        let payload = encode(change);
+        if let Err(e) = self.fleet.run(redis.publish::<_, _, i64>(&self.channel, payload)).await {
+            // The others' subscriptions see the same outage and suspend their caches.
+            tracing::warn!(error = %e, ?change, "could not announce a change to the fleet");
+        }
+    }
+}
+
+fn encode(change: Changed) -> String {
+    match change {
+        Changed::Conversation(id) => format!("c:{id}"),
+        Changed::User(id) => format!("u:{id}"),
+    }
+}
+
+fn decode(payload: &str) -> Option<Changed> {
+    let (kind, id) = payload.split_once(':')?;
+    match kind {
+        "c" => ConversationId::parse(id).map(Changed::Conversation),
+        "u" => UserId::parse(id).map(Changed::User),
+        _ => None,
+    }
+}
+
+async fn subscribe(client: redis::Client, channel: String, hot: Arc<HotState>, stop: CancellationToken) {
+    loop {
+        let connected = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            redis::RedisResult::Ok(pubsub)
+        };
+        let connected = tokio::select! {
+            c = tokio::time::timeout(super::REDIS_TIMEOUT * 4, connected) => c,
+            _ = stop.cancelled() => return,
+        };
+        match connected {
+            Ok(Ok(mut pubsub)) => {
+                hot.resume();
+                tracing::debug!(%channel, "hot state feed subscribed");
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        message = messages.next() => match message {
+                            Some(message) => match message.get_payload::<String>().ok().as_deref().and_then(decode) {
+                                Some(change) => hot.forget(change),
+                                None => tracing::warn!("unreadable hot state announcement"),
+                            },
+                            None => break,
+                        },
+                        _ = stop.cancelled() => return,
+                    }
+                }
+                tracing::warn!("hot state feed lost its Redis subscription; answering from the store until it is back");
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "hot state feed cannot subscribe yet"),
+            Err(_) => tracing::debug!("hot state feed: subscribing timed out"),
+        }
+        hot.suspend();
+        tokio::select! {
+            _ = tokio::time::sleep(RESUBSCRIBE_AFTER) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip() {
+        for change in [Changed::Conversation(ConversationId::new()), Changed::User(UserId::new())] {
+            assert_eq!(decode(&encode(change)), Some(change));
+        }
+        assert_eq!(decode("x:1"), None);
+        assert_eq!(decode("c:not-a-uuid"), None);
+    }
+}
