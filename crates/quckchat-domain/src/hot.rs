@@ -22,7 +22,8 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter, Weighter};
 
-use crate::ids::{ConversationId, UserId};
+use crate::call_model::Call;
+use crate::ids::{CallId, ConversationId, SessionId, UserId};
 use crate::model::{Conversation, ConversationKind, Role};
 
 /// What the hot path needs of a conversation.
@@ -64,6 +65,10 @@ pub enum Changed {
     Conversation(ConversationId),
     /// A user's profile (display name) changed.
     User(UserId),
+    /// A call's state changed (saved by some instance).
+    Call(CallId),
+    /// A session was revoked.
+    Session(SessionId),
 }
 
 /// Where changes to cached state are announced: nowhere for one instance, Redis pub/sub
@@ -92,12 +97,14 @@ pub struct HotLimits {
     pub conversation_weight: u64,
     /// Display names kept.
     pub users: u64,
+    /// Calls kept (the live ones matter: every relayed signal checks one).
+    pub calls: u64,
 }
 
 impl Default for HotLimits {
-    /// About 100 MB at most: a million member slots and 200,000 names.
+    /// About 100 MB at most: a million member slots, 200,000 names, 20,000 calls.
     fn default() -> Self {
-        Self { conversation_weight: 1_000_000, users: 200_000 }
+        Self { conversation_weight: 1_000_000, users: 200_000, calls: 20_000 }
     }
 }
 
@@ -114,6 +121,8 @@ pub struct HotStats {
     pub conversations: u64,
     /// Users held now.
     pub users: u64,
+    /// Calls held now.
+    pub calls: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -138,11 +147,16 @@ impl Weighter<ConversationId, Arc<ConversationMeta>> for ByMembers {
 
 type ConversationCache = Cache<ConversationId, Arc<ConversationMeta>, ByMembers, DefaultHashBuilder, CountEvictions>;
 type NameCache = Cache<UserId, Arc<str>, UnitWeighter, DefaultHashBuilder, CountEvictions>;
+type CallCache = Cache<CallId, Arc<Call>, UnitWeighter, DefaultHashBuilder, CountEvictions>;
+type SessionCache = Cache<SessionId, UserId, UnitWeighter, DefaultHashBuilder, CountEvictions>;
 
 /// The in-memory answers of the message path. Shared by the services behind an `Arc`.
 pub struct HotState {
     conversations: ConversationCache,
     names: NameCache,
+    calls: CallCache,
+    /// Sessions known to be valid (not revoked), with their user.
+    sessions: SessionCache,
     /// Bumped by every eviction by change, so that a fill that read the store before the
     /// change is dropped instead of caching what the change made stale.
     epoch: AtomicU64,
@@ -172,6 +186,7 @@ impl HotState {
         let evictions = Arc::new(AtomicU64::new(0));
         let weight = limits.conversation_weight.max(16);
         let users = limits.users.max(16);
+        let calls = limits.calls.max(16);
         Self {
             conversations: Cache::with(
                 (weight / 4) as usize,
@@ -181,6 +196,20 @@ impl HotState {
                 CountEvictions(evictions.clone()),
             ),
             names: Cache::with(
+                users as usize,
+                users,
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                CountEvictions(evictions.clone()),
+            ),
+            calls: Cache::with(
+                calls as usize,
+                calls,
+                UnitWeighter,
+                DefaultHashBuilder::default(),
+                CountEvictions(evictions.clone()),
+            ),
+            sessions: Cache::with(
                 users as usize,
                 users,
                 UnitWeighter,
@@ -233,6 +262,36 @@ impl HotState {
         name
     }
 
+    /// A call, if held (counted as a hit or a miss).
+    pub fn call(&self, id: CallId) -> Option<Arc<Call>> {
+        let found = if self.is_suspended() { None } else { self.calls.get(&id) };
+        self.count(found.is_some());
+        found
+    }
+
+    /// Keeps a call loaded or saved at `epoch` (see [`HotState::fill_conversation`]).
+    pub fn fill_call(&self, epoch: u64, call: &Call) -> Arc<Call> {
+        let call = Arc::new(call.clone());
+        if self.epoch() == epoch && !self.is_suspended() {
+            self.calls.insert(call.id, call.clone());
+        }
+        call
+    }
+
+    /// The user of a session known to be valid, if held (counted as a hit or a miss).
+    pub fn session(&self, id: SessionId) -> Option<UserId> {
+        let found = if self.is_suspended() { None } else { self.sessions.get(&id) };
+        self.count(found.is_some());
+        found
+    }
+
+    /// Remembers a session read as valid at `epoch` (see [`HotState::fill_conversation`]).
+    pub fn fill_session(&self, epoch: u64, id: SessionId, user: UserId) {
+        if self.epoch() == epoch && !self.is_suspended() {
+            self.sessions.insert(id, user);
+        }
+    }
+
     /// Drops what a change made stale.
     pub fn forget(&self, change: Changed) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -243,6 +302,12 @@ impl HotState {
             Changed::User(id) => {
                 self.names.remove(&id);
             }
+            Changed::Call(id) => {
+                self.calls.remove(&id);
+            }
+            Changed::Session(id) => {
+                self.sessions.remove(&id);
+            }
         }
     }
 
@@ -251,6 +316,8 @@ impl HotState {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.conversations.clear();
         self.names.clear();
+        self.calls.clear();
+        self.sessions.clear();
     }
 
     /// Stops answering from memory and drops everything, until [`HotState::resume`]: the
@@ -279,6 +346,7 @@ impl HotState {
             evictions: self.evictions.load(Ordering::Relaxed),
             conversations: self.conversations.len() as u64,
             users: self.names.len() as u64,
+            calls: self.calls.len() as u64,
         }
     }
 
@@ -333,7 +401,7 @@ mod tests {
 
     #[test]
     fn stays_within_its_weight_and_counts_evictions() {
-        let hot = HotState::new(HotLimits { conversation_weight: 1_000, users: 16 });
+        let hot = HotState::new(HotLimits { conversation_weight: 1_000, users: 16, calls: 16 });
         for _ in 0..500 {
             hot.fill_conversation(hot.epoch(), &conversation(9));
         }

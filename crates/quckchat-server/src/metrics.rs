@@ -76,7 +76,7 @@ impl Metrics {
         counter(HOT_LOOKUPS, vec![Label::new("outcome", "hit")], stats.hits);
         counter(HOT_LOOKUPS, vec![Label::new("outcome", "miss")], stats.misses);
         counter(HOT_EVICTIONS, vec![], stats.evictions);
-        for (kind, value) in [("conversation", stats.conversations), ("user", stats.users)] {
+        for (kind, value) in [("conversation", stats.conversations), ("user", stats.users), ("call", stats.calls)] {
             self.recorder
                 .register_gauge(&Self::key(HOT_ENTRIES, vec![Label::new("kind", kind)]), &METADATA)
                 .set(value as f64);

@@ -324,8 +324,8 @@ impl Server {
             presence.chat,
             presence.order,
             push_queued.clone(),
-            hot,
-            feed,
+            hot.clone(),
+            feed.clone(),
         ));
         let calls = Calls::new(
             store.clone(),
@@ -360,6 +360,8 @@ impl Server {
                 refresh_ttl: config.refresh_ttl,
                 refresh_grace: config.refresh_reuse_grace,
             },
+            hot,
+            feed,
         ));
         let ice = IceProvider::new(&config);
         let config = Arc::new(config);

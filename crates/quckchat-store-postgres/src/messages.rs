@@ -1,6 +1,7 @@
 //! Messages, read pointers and receipts, reactions.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use quckchat_domain::model::{
     Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt, Timestamp,
@@ -190,12 +191,90 @@ async fn advance_pointer(
 }
 
 pub(crate) async fn append_message(pool: &PgPool, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
+    if let Some(appended) = append_in_one_statement(pool, &new, &pushes).await? {
+        return Ok(appended);
+    }
     for _ in 0..APPEND_ATTEMPTS {
         if let Some(appended) = try_append(pool, &new, &pushes).await? {
             return Ok(appended);
         }
     }
     Err(StoreError::Conflict("the clientMessageId kept colliding with concurrent appends".into()))
+}
+
+/// The whole append of the common case as one statement, so one round trip (the
+/// transaction path below takes eight): data-modifying CTEs that take the conversation's
+/// next `seq` (its row lock queues other appends to it, from any process, as in
+/// [`try_append`]) only when the sender is a member and has not sent this
+/// `clientMessageId`, then insert the message, move the sender's read pointer, record the
+/// receipt and queue the pushes, each only if the one before it happened. `None` when it
+/// stored nothing (an unknown conversation, a non-member, a retry, or a duplicate
+/// committed while we waited for the lock, which the unique index refuses): the
+/// transaction path then works out which, and answers exactly as before.
+async fn append_in_one_statement(pool: &PgPool, new: &NewMessage, pushes: &[PushJob]) -> StoreResult<Option<Appended>> {
+    static APPEND: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH conv AS (
+                 UPDATE conversations SET last_seq = last_seq + 1, last_message_at = $9, last_activity_at = $9
+                  WHERE id = $2
+                    AND EXISTS (SELECT 1 FROM participants WHERE conversation_id = $2 AND user_id = $3)
+                    AND ($8::text IS NULL
+                         OR NOT EXISTS (SELECT 1 FROM messages WHERE sender_id = $3 AND client_message_id = $8))
+                 RETURNING last_seq
+             ), msg AS (
+                 INSERT INTO messages (id, conversation_id, seq, sender_id, kind, content, attachments,
+                                       reply_to, client_message_id, created_at)
+                 SELECT $1, $2, last_seq, $3, $4, $5, $6::jsonb, $7, $8, $9 FROM conv
+                 RETURNING seq
+             ), pointer AS (
+                 UPDATE participants p SET last_read_seq = msg.seq FROM msg
+                  WHERE p.conversation_id = $2 AND p.user_id = $3 AND p.last_read_seq < msg.seq
+                 RETURNING msg.seq
+             ), receipt AS (
+                 INSERT INTO receipts (conversation_id, user_id, seq, read_at) SELECT $2, $3, seq, $9 FROM pointer
+             ), jobs AS (
+                 INSERT INTO push_jobs ({columns})
+                 SELECT j.* FROM ({jobs} ORDER BY j.n) j CROSS JOIN msg
+             )
+             SELECT seq FROM msg",
+            columns = crate::pushes::JOB_COLUMNS,
+            jobs = crate::pushes::jobs_select(10),
+        )
+    });
+    let created_at = ts(new.created_at);
+    let query = sqlx::query(APPEND.as_str())
+        .bind(new.id.as_uuid())
+        .bind(new.conversation_id.as_uuid())
+        .bind(new.sender_id.as_uuid())
+        .bind(new.kind.as_str())
+        .bind(&new.content)
+        .bind(attachments_json(&new.attachments)?)
+        .bind(new.reply_to.map(|r| r.as_uuid()))
+        .bind(&new.client_message_id)
+        .bind(created_at);
+    let seq: Option<i64> = match crate::pushes::bind_jobs(query, pushes).fetch_optional(pool).await {
+        Ok(row) => row.map(|row| get(&row, "seq")).transpose()?,
+        Err(e) if violates(&e, "messages_by_client_id") => return Ok(None),
+        Err(e) => return Err(db(e)),
+    };
+    Ok(seq.map(|seq| {
+        Appended::Created(Message {
+            id: new.id,
+            conversation_id: new.conversation_id,
+            sender_id: new.sender_id,
+            seq,
+            kind: new.kind,
+            content: new.content.clone(),
+            attachments: new.attachments.clone(),
+            reply_to: new.reply_to,
+            client_message_id: new.client_message_id.clone(),
+            reactions: Vec::new(),
+            read_by: Vec::new(),
+            created_at,
+            edited_at: None,
+            deleted_at: None,
+        })
+    }))
 }
 
 /// One attempt at an append: the new message, or the sender's earlier one with the same

@@ -1,5 +1,7 @@
 //! The push outbox.
 
+use std::sync::LazyLock;
+
 use quckchat_domain::model::{PushJob, PushKind, Timestamp};
 use quckchat_domain::store::StoreResult;
 use quckchat_domain::{PushJobId, StoreError, UserId};
@@ -39,10 +41,46 @@ fn job_from_row(row: &PgRow) -> StoreResult<PushJob> {
 
 /// Writes jobs, in the order given, with one statement (an append holds its
 /// conversation's lock meanwhile, so round trips there are everyone's wait).
-pub(crate) async fn insert_jobs(conn: &mut PgConnection, jobs: &[PushJob]) -> StoreResult<()> {
-    if jobs.is_empty() {
-        return Ok(());
-    }
+/// The columns of a push job, in [`jobs_select`]'s order.
+pub(crate) const JOB_COLUMNS: &str = job_columns!();
+
+/// The `SELECT` that yields `jobs` as rows, from 15 array parameters starting at `$first`
+/// (bound by [`bind_jobs`]), in the order given.
+pub(crate) fn jobs_select(first: usize) -> String {
+    let types = [
+        "uuid",
+        "uuid",
+        "text",
+        "uuid",
+        "uuid",
+        "text",
+        "uuid",
+        "text",
+        "text",
+        "timestamptz",
+        "bigint",
+        "timestamptz",
+        "timestamptz",
+        "timestamptz",
+        "text",
+    ];
+    let params: Vec<String> = types.iter().enumerate().map(|(i, t)| format!("${}::{t}[]", first + i)).collect();
+    format!(
+        "SELECT j.id, j.user_id, j.kind, j.conversation_id, j.message_id, j.call_id, j.sender_id, j.sender_name,
+                j.preview, j.created_at, j.attempts, j.next_attempt_at, j.delivered_at, j.failed_at, j.last_error
+           FROM UNNEST({}) WITH ORDINALITY
+                AS j(id, user_id, kind, conversation_id, message_id, call_id, sender_id,
+                     sender_name, preview, created_at, attempts, next_attempt_at, delivered_at,
+                     failed_at, last_error, n)",
+        params.join(", ")
+    )
+}
+
+/// Binds `jobs` column by column, as [`jobs_select`] expects them.
+pub(crate) fn bind_jobs<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    jobs: &'q [PushJob],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let column = |f: fn(&PushJob) -> Uuid| jobs.iter().map(f).collect::<Vec<_>>();
     let ids = column(|j| j.id.as_uuid());
     let users = column(|j| j.user_id.as_uuid());
@@ -59,39 +97,32 @@ pub(crate) async fn insert_jobs(conn: &mut PgConnection, jobs: &[PushJob]) -> St
     let delivered: Vec<Option<Timestamp>> = jobs.iter().map(|j| j.delivered_at.map(ts)).collect();
     let failed: Vec<Option<Timestamp>> = jobs.iter().map(|j| j.failed_at.map(ts)).collect();
     let errors: Vec<Option<&str>> = jobs.iter().map(|j| j.last_error.as_deref()).collect();
-    sqlx::query(concat!(
-        "INSERT INTO push_jobs (",
-        job_columns!(),
-        ")
-         SELECT id, user_id, kind, conversation_id, message_id, call_id, sender_id, sender_name,
-                preview, created_at, attempts, next_attempt_at, delivered_at, failed_at, last_error
-           FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[],
-                       $7::uuid[], $8::text[], $9::text[], $10::timestamptz[], $11::bigint[],
-                       $12::timestamptz[], $13::timestamptz[], $14::timestamptz[], $15::text[])
-                WITH ORDINALITY
-                AS j(id, user_id, kind, conversation_id, message_id, call_id, sender_id,
-                     sender_name, preview, created_at, attempts, next_attempt_at, delivered_at,
-                     failed_at, last_error, n)
-          ORDER BY j.n"
-    ))
-    .bind(ids)
-    .bind(users)
-    .bind(kinds)
-    .bind(conversations)
-    .bind(messages)
-    .bind(call_ids)
-    .bind(senders)
-    .bind(sender_names)
-    .bind(previews)
-    .bind(created)
-    .bind(attempts)
-    .bind(next)
-    .bind(delivered)
-    .bind(failed)
-    .bind(errors)
-    .execute(&mut *conn)
-    .await
-    .map_err(db)?;
+    query
+        .bind(ids)
+        .bind(users)
+        .bind(kinds)
+        .bind(conversations)
+        .bind(messages)
+        .bind(call_ids)
+        .bind(senders)
+        .bind(sender_names)
+        .bind(previews)
+        .bind(created)
+        .bind(attempts)
+        .bind(next)
+        .bind(delivered)
+        .bind(failed)
+        .bind(errors)
+}
+
+/// Writes jobs on a connection (in the caller's transaction, if any), in the order given.
+pub(crate) async fn insert_jobs(conn: &mut PgConnection, jobs: &[PushJob]) -> StoreResult<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    static INSERT: LazyLock<String> =
+        LazyLock::new(|| format!("INSERT INTO push_jobs ({}) {} ORDER BY j.n", job_columns!(), jobs_select(1)));
+    bind_jobs(sqlx::query(INSERT.as_str()), jobs).execute(&mut *conn).await.map_err(db)?;
     Ok(())
 }
 

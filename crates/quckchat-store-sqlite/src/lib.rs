@@ -105,8 +105,11 @@ impl SqliteStore {
                 .await
                 .with_context(|| format!("opening {}", path.display()))?;
             first.close().await.context("closing the set-up connection")?;
+            // No ping before handing out a connection: a connection to a local file does not
+            // go stale, and the ping was a round trip to its worker thread on every call.
             SqlitePoolOptions::new()
                 .max_connections(POOL_SIZE)
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await
                 .with_context(|| format!("opening {}", path.display()))?

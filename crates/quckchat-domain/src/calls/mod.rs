@@ -19,6 +19,7 @@ use crate::call_store::CallStore;
 use crate::chat::{Chat, CreateConversation};
 use crate::error::DomainError;
 use crate::events::{EndReason, ServerEvent, SignalKind, SignalPayload};
+use crate::hot::Changed;
 use crate::ids::{CallId, ConversationId, UserId};
 use crate::lanes::Lanes;
 use crate::model::{ConversationKind, PushJob, PushKind, Timestamp, now};
@@ -28,6 +29,20 @@ use crate::store::Store;
 use devices::DeviceDirectory;
 use machine::Effect;
 use signals::{PendingSignal, SignalBuffer};
+
+/// Whether a (possibly stale) copy of a call is enough to relay a signal: the sender's
+/// device and every target are joined and the call is live. Anything else is decided on
+/// the stored call.
+fn relay_ready(call: &Call, from: &Device, to: Option<UserId>) -> bool {
+    let joined = |p: &CallParticipant| p.status == ParticipantStatus::Joined && p.device.is_some();
+    let sender_ok =
+        call.participant(from.user).is_some_and(|p| joined(p) && p.device.as_deref() == Some(from.id.0.as_str()));
+    let targets_ok = match to {
+        Some(user) => call.participant(user).is_some_and(joined),
+        None => call.participants.iter().filter(|p| p.user_id != from.user).all(joined),
+    };
+    sender_ok && targets_ok && call.status.is_live()
+}
 
 /// Result of the calls service.
 pub type CallResult<T> = Result<T, DomainError>;
@@ -209,7 +224,9 @@ impl Calls {
             duration_sec: None,
             version: 0,
         };
+        let epoch = self.chat.hot().epoch();
         self.calls.create_call(&call).await?;
+        self.chat.hot().fill_call(epoch, &call);
         if all_busy {
             self.realtime
                 .publish(
@@ -221,7 +238,7 @@ impl Calls {
         }
 
         let ringing: Vec<UserId> = callees.iter().copied().filter(|u| !busy.contains(u)).collect();
-        let caller_name = self.store.user(caller.user).await?.map(|u| u.display_name).unwrap_or_default();
+        let caller_name = self.chat.display_name(caller.user).await?.to_string();
         self.realtime
             .publish(
                 Audience::Users(ringing.clone()),
@@ -291,7 +308,12 @@ impl Calls {
             }
             let expected = call.version;
             call.version += 1;
+            let epoch = self.chat.hot().epoch();
             if self.calls.save_call(&call, expected).await? {
+                // This instance knows the new state; the others forget theirs before the
+                // effects (call:accepted and the like) go out.
+                self.chat.hot().fill_call(epoch, &call);
+                self.chat.announce(Changed::Call(id)).await;
                 self.deliver(&call, effects).await;
                 return Ok(call);
             }
@@ -382,7 +404,18 @@ impl Calls {
         payload: SignalPayload,
         to: Option<UserId>,
     ) -> CallResult<()> {
-        let call = self.calls.call(id).await?.ok_or(DomainError::NotFound("call"))?;
+        // Every relayed signal checks the call: from memory when it shows the sender's
+        // device and every target joined (the steady state of a call), else from the store,
+        // so a state another instance has just changed (a callee who just joined there) is
+        // never decided on from a stale copy.
+        let call = match self.chat.hot().call(id).filter(|c| relay_ready(c, from, to)) {
+            Some(call) => call,
+            None => {
+                let epoch = self.chat.hot().epoch();
+                let call = self.calls.call(id).await?.ok_or(DomainError::NotFound("call"))?;
+                self.chat.hot().fill_call(epoch, &call)
+            }
+        };
         let sender = call.participant(from.user).ok_or(DomainError::Forbidden("not a participant of this call"))?;
         if sender.status != ParticipantStatus::Joined || sender.device.as_deref() != Some(from.id.0.as_str()) {
             return Err(DomainError::Forbidden("only a joined device may signal in this call"));

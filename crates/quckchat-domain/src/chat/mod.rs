@@ -74,7 +74,7 @@ impl Chat {
     }
 
     /// A user's display name: from memory, else from the store (and kept).
-    async fn display_name(&self, id: UserId) -> ChatResult<Arc<str>> {
+    pub(crate) async fn display_name(&self, id: UserId) -> ChatResult<Arc<str>> {
         if let Some(name) = self.hot.display_name(id) {
             return Ok(name);
         }
@@ -85,8 +85,13 @@ impl Chat {
 
     /// Forgets what a change (already written to the store) made stale, here and on every
     /// other instance.
-    async fn changed(&self, change: Changed) {
+    pub(crate) async fn changed(&self, change: Changed) {
         self.hot.forget(change);
+        self.feed.announce(change).await;
+    }
+
+    /// Tells the other instances only (this one has already put the new state in `hot`).
+    pub(crate) async fn announce(&self, change: Changed) {
         self.feed.announce(change).await;
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use quckchat_domain::hot::{ChangeFeed, Changed, HotState};
 use quckchat_domain::model::{NewUser, Session, User, now};
 use quckchat_domain::realtime::Realtime;
 use quckchat_domain::store::Store;
@@ -110,10 +111,15 @@ pub struct Auth {
     access_ttl: Duration,
     refresh_ttl: Duration,
     refresh_grace: Duration,
+    /// Valid sessions in memory: every socket handshake and authenticated request checks
+    /// one (see `quckchat_domain::hot`).
+    hot: Arc<HotState>,
+    feed: Arc<dyn ChangeFeed>,
 }
 
 impl Auth {
     /// Wires the service.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         realtime: Arc<dyn Realtime>,
@@ -121,9 +127,11 @@ impl Auth {
         hasher: PasswordHasher,
         throttle: AuthThrottle,
         lifetimes: Lifetimes,
+        hot: Arc<HotState>,
+        feed: Arc<dyn ChangeFeed>,
     ) -> Self {
         let Lifetimes { access_ttl, refresh_ttl, refresh_grace } = lifetimes;
-        Self { store, realtime, keys, hasher, throttle, access_ttl, refresh_ttl, refresh_grace }
+        Self { store, realtime, keys, hasher, throttle, access_ttl, refresh_ttl, refresh_grace, hot, feed }
     }
 
     /// Creates an account and logs it in. `from` is the client's address (throttled).
@@ -255,6 +263,8 @@ impl Auth {
     #[instrument(skip_all, fields(user = %who.user_id, session = %who.session_id))]
     pub async fn logout(&self, who: Principal) -> Result<(), AuthError> {
         self.store.revoke_session(who.session_id, now()).await?;
+        self.hot.forget(Changed::Session(who.session_id));
+        self.feed.announce(Changed::Session(who.session_id)).await;
         self.realtime.disconnect_session(who.session_id).await;
         Ok(())
     }
@@ -262,8 +272,19 @@ impl Auth {
     /// Verifies an access token: signature, expiry, and that its session still stands.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let claims = self.keys.verify(token)?;
-        let session = self.store.session(claims.session_id).await?.ok_or(AuthError::InvalidToken)?;
-        if session.revoked_at.is_some() || session.user_id != claims.user_id {
+        let user = match self.hot.session(claims.session_id) {
+            Some(user) => user,
+            None => {
+                let epoch = self.hot.epoch();
+                let session = self.store.session(claims.session_id).await?.ok_or(AuthError::InvalidToken)?;
+                if session.revoked_at.is_some() {
+                    return Err(AuthError::InvalidToken);
+                }
+                self.hot.fill_session(epoch, session.id, session.user_id);
+                session.user_id
+            }
+        };
+        if user != claims.user_id {
             return Err(AuthError::InvalidToken);
         }
         Ok(Principal { user_id: claims.user_id, session_id: claims.session_id })

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use quckchat_domain::hot::{ChangeFeed, Changed, HotState};
-use quckchat_domain::{ConversationId, UserId};
+use quckchat_domain::{CallId, ConversationId, SessionId, UserId};
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ impl RedisChangeFeed {
     pub fn start(fleet: Fleet, hot: Arc<HotState>, stop: CancellationToken) -> Self {
         let channel = fleet.key("hot");
         hot.suspend();
-        tokio::spawn(subscribe(fleet.client.clone(), channel.clone(), hot, stop));
+        tokio::spawn(subscribe(fleet.client.clone(), channel.clone(), fleet.instance.clone(), hot, stop));
         Self { fleet, channel }
     }
 }
@@ -43,7 +43,7 @@ impl RedisChangeFeed {
 impl ChangeFeed for RedisChangeFeed {
     async fn announce(&self, change: Changed) {
         let mut redis = self.fleet.redis.clone();
-        let payload = encode(change);
+        let payload = encode(&self.fleet.instance, change);
         if let Err(e) = self.fleet.run(redis.publish::<_, _, i64>(&self.channel, payload)).await {
             // The others' subscriptions see the same outage and suspend their caches.
             tracing::warn!(error = %e, ?change, "could not announce a change to the fleet");
@@ -51,23 +51,37 @@ impl ChangeFeed for RedisChangeFeed {
     }
 }
 
-fn encode(change: Changed) -> String {
+/// `{origin instance} {kind}:{id}`: the origin lets an instance skip its own
+/// announcements (it already holds the new state).
+fn encode(origin: &str, change: Changed) -> String {
     match change {
-        Changed::Conversation(id) => format!("c:{id}"),
-        Changed::User(id) => format!("u:{id}"),
+        Changed::Conversation(id) => format!("{origin} c:{id}"),
+        Changed::User(id) => format!("{origin} u:{id}"),
+        Changed::Call(id) => format!("{origin} k:{id}"),
+        Changed::Session(id) => format!("{origin} s:{id}"),
     }
 }
 
-fn decode(payload: &str) -> Option<Changed> {
-    let (kind, id) = payload.split_once(':')?;
-    match kind {
+fn decode(payload: &str) -> Option<(&str, Changed)> {
+    let (origin, change) = payload.split_once(' ')?;
+    let (kind, id) = change.split_once(':')?;
+    let change = match kind {
         "c" => ConversationId::parse(id).map(Changed::Conversation),
         "u" => UserId::parse(id).map(Changed::User),
+        "k" => CallId::parse(id).map(Changed::Call),
+        "s" => SessionId::parse(id).map(Changed::Session),
         _ => None,
-    }
+    }?;
+    Some((origin, change))
 }
 
-async fn subscribe(client: redis::Client, channel: String, hot: Arc<HotState>, stop: CancellationToken) {
+async fn subscribe(
+    client: redis::Client,
+    channel: String,
+    instance: String,
+    hot: Arc<HotState>,
+    stop: CancellationToken,
+) {
     loop {
         let connected = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -87,7 +101,8 @@ async fn subscribe(client: redis::Client, channel: String, hot: Arc<HotState>, s
                     tokio::select! {
                         message = messages.next() => match message {
                             Some(message) => match message.get_payload::<String>().ok().as_deref().and_then(decode) {
-                                Some(change) => hot.forget(change),
+                                Some((origin, _)) if origin == instance => {}
+                                Some((_, change)) => hot.forget(change),
                                 None => tracing::warn!("unreadable hot state announcement"),
                             },
                             None => break,
@@ -114,10 +129,16 @@ mod tests {
 
     #[test]
     fn announcements_round_trip() {
-        for change in [Changed::Conversation(ConversationId::new()), Changed::User(UserId::new())] {
-            assert_eq!(decode(&encode(change)), Some(change));
+        for change in [
+            Changed::Conversation(ConversationId::new()),
+            Changed::User(UserId::new()),
+            Changed::Call(CallId::new()),
+            Changed::Session(SessionId::new()),
+        ] {
+            assert_eq!(decode(&encode("i-1", change)), Some(("i-1", change)));
         }
-        assert_eq!(decode("x:1"), None);
-        assert_eq!(decode("c:not-a-uuid"), None);
+        assert_eq!(decode("i x:1"), None);
+        assert_eq!(decode("i c:not-a-uuid"), None);
+        assert_eq!(decode("c:no-origin"), None);
     }
 }

@@ -4,6 +4,7 @@
 use quckchat_domain::DomainError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// Why an event was refused, as a client sees it.
@@ -74,19 +75,34 @@ pub fn payload<T: DeserializeOwned>(data: Value) -> Result<T, AckError> {
     serde_json::from_value(data).map_err(|e| AckError::InvalidPayload(format!("invalid payload: {e}")))
 }
 
+/// An ack body already serialized: what every handler answers, so that the hot path can
+/// write its ack straight from typed records (see [`ok_raw`]).
+pub type AckBody = Box<RawValue>;
+
+/// A successful ack serialized from a typed body that already carries `success: true`.
+pub fn ok_raw(body: &impl Serialize) -> AckBody {
+    serde_json::value::to_raw_value(body).unwrap_or_else(|_| raw(json!({ "success": true })))
+}
+
+/// A JSON value as an ack body.
+pub fn raw(value: Value) -> AckBody {
+    // Serializing a `Value` cannot fail.
+    serde_json::value::to_raw_value(&value).unwrap_or_default()
+}
+
 /// Parses an id field; a malformed one is `invalid_payload`, naming the field.
 pub fn id<T>(raw: &str, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, AckError> {
     parse(raw).ok_or_else(|| AckError::InvalidPayload(format!("`{what}` is not a valid id")))
 }
 
 /// A successful ack: `{success: true, ...fields}`.
-pub fn ok_ack(fields: impl Serialize) -> Value {
+pub fn ok_ack(fields: impl Serialize) -> AckBody {
     let mut body = serde_json::to_value(fields).unwrap_or(Value::Null);
-    match body.as_object_mut() {
+    raw(match body.as_object_mut() {
         Some(map) => {
             map.insert("success".into(), Value::Bool(true));
             body
         }
         None => json!({ "success": true }),
-    }
+    })
 }

@@ -3,15 +3,16 @@
 //! and acked.
 
 use quckchat_domain::chat::{ClientMessageId, SendMessage};
+use quckchat_domain::model::Message;
 use quckchat_domain::model::{Attachment, MessageKind};
 use quckchat_domain::values::{Emoji, MessageContent};
 use quckchat_domain::{ConversationId, MessageId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 
-use super::ack::{AckError, id, ok_ack, payload};
+use super::ack::{AckBody, AckError, id, ok_ack, ok_raw, payload};
 use super::dispatch::{RateClass, dispatch};
 use super::session::{Queued, SocketCtx};
 use std::sync::Weak;
@@ -149,12 +150,19 @@ impl ChatCommand {
     }
 }
 
+/// The ack of `message:send`, serialized straight from the record (no `Value` tree).
+#[derive(Serialize)]
+struct SentAck<'a> {
+    success: bool,
+    message: &'a Message,
+}
+
 /// Runs one command for the socket's user and builds the success ack.
-async fn execute(state: &AppState, ctx: &SocketCtx, command: ChatCommand) -> Result<Value, AckError> {
+async fn execute(state: &AppState, ctx: &SocketCtx, command: ChatCommand) -> Result<AckBody, AckError> {
     let chat = &state.chat;
     let actor = ctx.user;
     Ok(match command {
-        ChatCommand::Send(cmd) => ok_ack(json!({ "message": chat.send_message(actor, cmd).await? })),
+        ChatCommand::Send(cmd) => ok_raw(&SentAck { success: true, message: &chat.send_message(actor, cmd).await? }),
         ChatCommand::Edit { message_id, content } => {
             ok_ack(json!({ "message": chat.edit_message(actor, message_id, content).await? }))
         }

@@ -5,12 +5,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use tracing::Instrument;
 
-use super::ack::AckError;
+use super::ack::{AckBody, AckError};
 use super::session::{Queued, SocketCtx};
 use crate::state::AppState;
 
@@ -38,7 +37,7 @@ pub async fn dispatch<A: Adapter, Fut>(
     route: Option<(&'static str, RateClass)>,
     run: impl FnOnce(Arc<SocketCtx>) -> Fut,
 ) where
-    Fut: Future<Output = Result<Value, AckError>>,
+    Fut: Future<Output = Result<AckBody, AckError>>,
 {
     let Some(ctx) = queued.ctx else {
         socket.disconnect().ok();
@@ -77,14 +76,17 @@ pub async fn dispatch<A: Adapter, Fut>(
             }
         };
         state.metrics.event(namespace, name, result.as_ref().map_or_else(AckError::code, |_| "ok"));
-        let body = result.unwrap_or_else(|e| {
-            match &e {
-                AckError::InvalidPayload(reason) => tracing::info!(%reason, "malformed event refused"),
-                other => tracing::debug!(code = other.code(), "event refused"),
+        let sent = match result {
+            Ok(body) => ack.send(&body),
+            Err(e) => {
+                match &e {
+                    AckError::InvalidPayload(reason) => tracing::info!(%reason, "malformed event refused"),
+                    other => tracing::debug!(code = other.code(), "event refused"),
+                }
+                ack.send(&e.to_ack())
             }
-            e.to_ack()
-        });
-        if let Err(e) = ack.send(&body) {
+        };
+        if let Err(e) = sent {
             ack_undeliverable(state, namespace, &socket, &e);
         }
         drop(in_flight);

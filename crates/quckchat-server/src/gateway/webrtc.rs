@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 
-use super::ack::{AckError, id, ok_ack, payload};
+use super::ack::{AckBody, AckError, id, ok_ack, payload};
 use super::dispatch::{RateClass, dispatch};
 use super::session::{Queued, SocketCtx};
 use std::sync::Weak;
@@ -155,7 +155,7 @@ impl CallCommand {
     }
 }
 
-fn call_ack(state: &AppState, user: UserId, call: &Call, extra: Value) -> Value {
+fn call_ack(state: &AppState, user: UserId, call: &Call, extra: Value) -> AckBody {
     let mut body = json!({ "callId": call.id, "status": call.status, "call": call, "iceServers": state.ice.for_user(user).ice_servers });
     if let (Some(map), Some(more)) = (body.as_object_mut(), extra.as_object()) {
         map.extend(more.clone());
@@ -168,7 +168,7 @@ async fn execute(
     ctx: &SocketCtx,
     device: &DeviceId,
     command: CallCommand,
-) -> Result<Value, AckError> {
+) -> Result<AckBody, AckError> {
     let calls = &state.calls;
     let me = Device { user: ctx.user, id: device.clone() };
     Ok(match command {

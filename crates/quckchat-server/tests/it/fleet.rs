@@ -124,3 +124,62 @@ async fn a_conversation_turn_is_held_by_one_instance_at_a_time() {
         .await
         .expect("other conversations go at once");
 }
+
+/// Two full servers of one fleet: one SQLite file (shared as two processes would share
+/// it), one Redis under a fresh prefix.
+async fn two_servers() -> (crate::helpers::TestApp, crate::helpers::TestApp) {
+    use crate::helpers::{relaxed, spawn_app_with};
+    let prefix = format!("qctest:{}", uuid::Uuid::now_v7());
+    let a = spawn_app_with(|c| {
+        relaxed(c);
+        c.redis_url = Some(redis_url());
+        c.redis_prefix = prefix.clone();
+    })
+    .await;
+    let database_url = a.state.config.database_url.clone();
+    let b = spawn_app_with(|c| {
+        relaxed(c);
+        c.redis_url = Some(redis_url());
+        c.redis_prefix = prefix.clone();
+        c.database_url = database_url;
+    })
+    .await;
+    (a, b)
+}
+
+/// Issue 11: a member removed through instance A cannot get one more message stored
+/// through instance B, whose hot state had just answered "member" for them; and B stops
+/// relaying their typing once the change feed has told it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Redis: set REDIS_URL_TEST"]
+async fn a_member_removed_on_one_instance_cannot_send_through_another() {
+    use crate::helpers::{T, emit, eventually, ok, refused, send};
+    use serde_json::json;
+
+    let (a, b) = two_servers().await;
+    let alice = a.register("fleetalice").await;
+    let bob = a.register("fleetbob").await;
+    let carol = a.register("fleetcarol").await;
+    let group = a.group(&alice, &[&bob, &carol]).await;
+    let bob_on_b = b.chat(&bob).await;
+    // B answers bob's membership from memory from now on.
+    send(&bob_on_b, &group, "before").await;
+    ok(emit(&bob_on_b, "user:typing", json!({ "conversationId": group })).await);
+
+    let (status, body) = a.delete(&format!("/conversations/{group}/members/{}", bob.id), &alice.token).await;
+    assert!(status.is_success(), "alice removes bob on A: {status} {body}");
+
+    let ack = emit(&bob_on_b, "message:send", json!({ "conversationId": group, "content": "after" })).await;
+    assert_eq!(refused(&ack), "forbidden", "B must not store a removed member's message: {ack}");
+    let history = a.history(&alice, &group, "afterSeq=0&limit=200").await;
+    assert_eq!(history.len(), 1, "only the message from before the removal is stored: {history:?}");
+
+    // Typing touches no store: B refuses it once the feed has made it forget.
+    eventually("B refuses bob's typing", || async {
+        let ack = bob_on_b.emit_with_ack("user:typing", json!({ "conversationId": group }), T).await.expect("ack");
+        ack["success"] == json!(false)
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -295,7 +295,7 @@ async fn bad_urls_are_errors() {
 }
 
 /// PostgreSQL's errors map onto the port's: a broken reference is `NotFound`, a
-/// duplicate key `Conflict`.
+/// duplicate key `Conflict` (an unknown sender is refused first, as no member).
 #[tokio::test]
 #[ignore = "needs PostgreSQL: set DATABASE_URL_PG_TEST"]
 async fn errors_map_onto_the_port() {
@@ -307,8 +307,9 @@ async fn errors_map_onto_the_port() {
     let id = conv.id;
     store.create_conversation(conv.clone()).await.expect("group");
 
+    // An unknown sender is no member: refused before anything is written.
     let unknown_sender = store.append_message(text(id, UserId::new(), "x", t(5)), Vec::new()).await;
-    assert!(matches!(unknown_sender, Err(StoreError::NotFound)), "got {unknown_sender:?}");
+    assert!(matches!(unknown_sender, Ok(Appended::NotMember)), "got {unknown_sender:?}");
     assert_eq!(
         store.conversation(id, a.id).await.expect("conversation").expect("exists").last_seq,
         0,
