@@ -23,6 +23,7 @@
 //! transaction, so they come from one snapshot. The schema lives in `migrations/` and is
 //! applied by [`PostgresStore::connect`].
 
+mod batch;
 mod calls;
 mod codec;
 mod conversations;
@@ -59,6 +60,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Appends go through one writer that commits what queued meanwhile as one statement.
+    batcher: batch::Batcher,
 }
 
 impl PostgresStore {
@@ -104,7 +107,8 @@ impl PostgresStore {
         let pool = pool_options.connect_with(options).await.context("connecting to PostgreSQL")?;
         MIGRATOR.run(&pool).await.context("applying the PostgreSQL migrations")?;
         tracing::debug!(schema, "PostgreSQL store ready");
-        Ok(PostgresStore { pool })
+        let batcher = batch::Batcher::start(pool.clone());
+        Ok(PostgresStore { pool, batcher })
     }
 
     /// Closes every connection, waiting for those in use to be returned. Later calls
@@ -254,7 +258,7 @@ impl Store for PostgresStore {
     }
 
     async fn append_message(&self, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
-        messages::append_message(&self.pool, new, pushes).await
+        self.batcher.append(new, pushes).await
     }
 
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {

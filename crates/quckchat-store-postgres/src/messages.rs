@@ -234,7 +234,7 @@ async fn append_in_one_statement(pool: &PgPool, new: &NewMessage, pushes: &[Push
                  INSERT INTO receipts (conversation_id, user_id, seq, read_at) SELECT $2, $3, seq, $9 FROM pointer
              ), jobs AS (
                  INSERT INTO push_jobs ({columns})
-                 SELECT j.* FROM ({jobs} ORDER BY j.n) j CROSS JOIN msg
+                 SELECT {columns} FROM ({jobs}) j CROSS JOIN msg ORDER BY j.n
              )
              SELECT seq FROM msg",
             columns = crate::pushes::JOB_COLUMNS,

@@ -41,11 +41,11 @@ fn job_from_row(row: &PgRow) -> StoreResult<PushJob> {
 
 /// Writes jobs, in the order given, with one statement (an append holds its
 /// conversation's lock meanwhile, so round trips there are everyone's wait).
-/// The columns of a push job, in [`jobs_select`]'s order.
+/// The columns of a push job, as [`jobs_select`] names them.
 pub(crate) const JOB_COLUMNS: &str = job_columns!();
 
-/// The `SELECT` that yields `jobs` as rows, from 15 array parameters starting at `$first`
-/// (bound by [`bind_jobs`]), in the order given.
+/// The `SELECT` that yields `jobs` as rows (the job columns, then `n`, its 1-based
+/// position), from 15 array parameters starting at `$first` (bound by [`bind_jobs`]).
 pub(crate) fn jobs_select(first: usize) -> String {
     let types = [
         "uuid",
@@ -66,9 +66,7 @@ pub(crate) fn jobs_select(first: usize) -> String {
     ];
     let params: Vec<String> = types.iter().enumerate().map(|(i, t)| format!("${}::{t}[]", first + i)).collect();
     format!(
-        "SELECT j.id, j.user_id, j.kind, j.conversation_id, j.message_id, j.call_id, j.sender_id, j.sender_name,
-                j.preview, j.created_at, j.attempts, j.next_attempt_at, j.delivered_at, j.failed_at, j.last_error
-           FROM UNNEST({}) WITH ORDINALITY
+        "SELECT * FROM UNNEST({}) WITH ORDINALITY
                 AS j(id, user_id, kind, conversation_id, message_id, call_id, sender_id,
                      sender_name, preview, created_at, attempts, next_attempt_at, delivered_at,
                      failed_at, last_error, n)",
@@ -120,8 +118,13 @@ pub(crate) async fn insert_jobs(conn: &mut PgConnection, jobs: &[PushJob]) -> St
     if jobs.is_empty() {
         return Ok(());
     }
-    static INSERT: LazyLock<String> =
-        LazyLock::new(|| format!("INSERT INTO push_jobs ({}) {} ORDER BY j.n", job_columns!(), jobs_select(1)));
+    static INSERT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO push_jobs ({cols}) SELECT {cols} FROM ({jobs}) j ORDER BY j.n",
+            cols = job_columns!(),
+            jobs = jobs_select(1)
+        )
+    });
     bind_jobs(sqlx::query(INSERT.as_str()), jobs).execute(&mut *conn).await.map_err(db)?;
     Ok(())
 }
