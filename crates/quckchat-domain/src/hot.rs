@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use quick_cache::sync::Cache;
@@ -25,6 +26,27 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter, Weighter};
 use crate::call_model::Call;
 use crate::ids::{CallId, ConversationId, SessionId, UserId};
 use crate::model::{Conversation, ConversationKind, Role};
+
+/// How long an entry is trusted at most: the bound on how stale an instance can be if an
+/// announcement was lost (Redis flapping between a change and its announcement).
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+
+/// A cached value and when it was loaded.
+#[derive(Debug, Clone)]
+struct Entry<V> {
+    value: V,
+    loaded: Instant,
+}
+
+impl<V: Clone> Entry<V> {
+    fn new(value: V) -> Self {
+        Self { value, loaded: Instant::now() }
+    }
+
+    fn fresh(self) -> Option<V> {
+        (self.loaded.elapsed() < MAX_AGE).then_some(self.value)
+    }
+}
 
 /// What the hot path needs of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,16 +161,17 @@ impl<K, V> Lifecycle<K, V> for CountEvictions {
 #[derive(Debug, Clone, Copy, Default)]
 struct ByMembers;
 
-impl Weighter<ConversationId, Arc<ConversationMeta>> for ByMembers {
-    fn weight(&self, _key: &ConversationId, meta: &Arc<ConversationMeta>) -> u64 {
-        1 + meta.members.len() as u64
+impl Weighter<ConversationId, Entry<Arc<ConversationMeta>>> for ByMembers {
+    fn weight(&self, _key: &ConversationId, meta: &Entry<Arc<ConversationMeta>>) -> u64 {
+        1 + meta.value.members.len() as u64
     }
 }
 
-type ConversationCache = Cache<ConversationId, Arc<ConversationMeta>, ByMembers, DefaultHashBuilder, CountEvictions>;
-type NameCache = Cache<UserId, Arc<str>, UnitWeighter, DefaultHashBuilder, CountEvictions>;
-type CallCache = Cache<CallId, Arc<Call>, UnitWeighter, DefaultHashBuilder, CountEvictions>;
-type SessionCache = Cache<SessionId, UserId, UnitWeighter, DefaultHashBuilder, CountEvictions>;
+type ConversationCache =
+    Cache<ConversationId, Entry<Arc<ConversationMeta>>, ByMembers, DefaultHashBuilder, CountEvictions>;
+type NameCache = Cache<UserId, Entry<Arc<str>>, UnitWeighter, DefaultHashBuilder, CountEvictions>;
+type CallCache = Cache<CallId, Entry<Arc<Call>>, UnitWeighter, DefaultHashBuilder, CountEvictions>;
+type SessionCache = Cache<SessionId, Entry<UserId>, UnitWeighter, DefaultHashBuilder, CountEvictions>;
 
 /// The in-memory answers of the message path. Shared by the services behind an `Arc`.
 pub struct HotState {
@@ -231,7 +254,7 @@ impl HotState {
 
     /// A conversation's meta, if held (counted as a hit or a miss).
     pub fn conversation(&self, id: ConversationId) -> Option<Arc<ConversationMeta>> {
-        let found = if self.is_suspended() { None } else { self.conversations.get(&id) };
+        let found = if self.is_suspended() { None } else { self.conversations.get(&id).and_then(Entry::fresh) };
         self.count(found.is_some());
         found
     }
@@ -240,15 +263,19 @@ impl HotState {
     /// (the load may predate that change). Returns the meta either way.
     pub fn fill_conversation(&self, epoch: u64, conversation: &Conversation) -> Arc<ConversationMeta> {
         let meta = Arc::new(ConversationMeta::of(conversation));
-        if self.epoch() == epoch && !self.is_suspended() {
-            self.conversations.insert(conversation.id, meta.clone());
+        if self.may_keep(epoch) {
+            self.conversations.insert(conversation.id, Entry::new(meta.clone()));
+            // A change may have been forgotten between the check and the insert.
+            if !self.may_keep(epoch) {
+                self.conversations.remove(&conversation.id);
+            }
         }
         meta
     }
 
     /// A user's display name, if held (counted as a hit or a miss).
     pub fn display_name(&self, id: UserId) -> Option<Arc<str>> {
-        let found = if self.is_suspended() { None } else { self.names.get(&id) };
+        let found = if self.is_suspended() { None } else { self.names.get(&id).and_then(Entry::fresh) };
         self.count(found.is_some());
         found
     }
@@ -256,40 +283,57 @@ impl HotState {
     /// Keeps a display name loaded at `epoch` (see [`HotState::fill_conversation`]).
     pub fn fill_display_name(&self, epoch: u64, id: UserId, name: &str) -> Arc<str> {
         let name: Arc<str> = Arc::from(name);
-        if self.epoch() == epoch && !self.is_suspended() {
-            self.names.insert(id, name.clone());
+        if self.may_keep(epoch) {
+            self.names.insert(id, Entry::new(name.clone()));
+            if !self.may_keep(epoch) {
+                self.names.remove(&id);
+            }
         }
         name
     }
 
     /// A call, if held (counted as a hit or a miss).
     pub fn call(&self, id: CallId) -> Option<Arc<Call>> {
-        let found = if self.is_suspended() { None } else { self.calls.get(&id) };
+        let found = if self.is_suspended() { None } else { self.calls.get(&id).and_then(Entry::fresh) };
         self.count(found.is_some());
         found
     }
 
-    /// Keeps a call loaded or saved at `epoch` (see [`HotState::fill_conversation`]).
+    /// Keeps a call loaded or saved at `epoch` (see [`HotState::fill_conversation`]),
+    /// unless a newer version of it is held (a load that read the store before a save).
     pub fn fill_call(&self, epoch: u64, call: &Call) -> Arc<Call> {
         let call = Arc::new(call.clone());
-        if self.epoch() == epoch && !self.is_suspended() {
-            self.calls.insert(call.id, call.clone());
+        let newer_held = self.calls.get(&call.id).is_some_and(|held| held.value.version > call.version);
+        if self.may_keep(epoch) && !newer_held {
+            self.calls.insert(call.id, Entry::new(call.clone()));
+            if !self.may_keep(epoch) {
+                self.calls.remove(&call.id);
+            }
         }
         call
     }
 
     /// The user of a session known to be valid, if held (counted as a hit or a miss).
     pub fn session(&self, id: SessionId) -> Option<UserId> {
-        let found = if self.is_suspended() { None } else { self.sessions.get(&id) };
+        let found = if self.is_suspended() { None } else { self.sessions.get(&id).and_then(Entry::fresh) };
         self.count(found.is_some());
         found
     }
 
     /// Remembers a session read as valid at `epoch` (see [`HotState::fill_conversation`]).
     pub fn fill_session(&self, epoch: u64, id: SessionId, user: UserId) {
-        if self.epoch() == epoch && !self.is_suspended() {
-            self.sessions.insert(id, user);
+        if self.may_keep(epoch) {
+            self.sessions.insert(id, Entry::new(user));
+            if !self.may_keep(epoch) {
+                self.sessions.remove(&id);
+            }
         }
+    }
+
+    /// Whether a load made at `epoch` may be kept: nothing was forgotten since, and the
+    /// hot state is not suspended.
+    fn may_keep(&self, epoch: u64) -> bool {
+        self.epoch() == epoch && !self.is_suspended()
     }
 
     /// Drops what a change made stale.
@@ -425,6 +469,31 @@ mod tests {
         hot.fill_display_name(hot.epoch(), u, "Bo");
         hot.clear();
         assert!(hot.display_name(u).is_none());
+    }
+
+    #[test]
+    fn an_older_call_never_replaces_a_newer_one() {
+        use crate::call_model::{CallKind, CallStatus};
+        let hot = HotState::default();
+        let mut call = Call {
+            id: CallId::new(),
+            conversation_id: ConversationId::new(),
+            initiator_id: UserId::new(),
+            kind: CallKind::Audio,
+            status: CallStatus::Ringing,
+            participants: Vec::new(),
+            created_at: now(),
+            started_at: None,
+            ended_at: None,
+            duration_sec: None,
+            version: 6,
+        };
+        hot.fill_call(hot.epoch(), &call);
+        call.version = 5;
+        call.status = CallStatus::Active;
+        hot.fill_call(hot.epoch(), &call);
+        let held = hot.call(call.id).expect("held");
+        assert_eq!((held.version, held.status), (6, CallStatus::Ringing), "a load of v5 must not replace v6");
     }
 
     #[test]

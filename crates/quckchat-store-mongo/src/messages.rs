@@ -290,7 +290,9 @@ pub(crate) async fn append(
     }
 
     // The store's own membership check (an instance's cached membership may be stale).
-    // Unknown conversations fall through to the NotFound below.
+    // Read before the insert, not atomically with it (no multi-document transaction
+    // here): a removal that commits between the two lets that one message through, the
+    // same window as a send that raced the removal.
     let conversation = c
         .conversations
         .find_one(doc! { "_id": new.conversation_id.bson() })

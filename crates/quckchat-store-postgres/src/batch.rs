@@ -8,8 +8,10 @@
 //! append. The statement stores every append that is plainly fine (the sender is a
 //! member, the `clientMessageId` unseen); `seq`s are numbered per conversation inside it
 //! from the conversation rows it locks (`last_seq + k`), so they stay gap-free across
-//! processes. An append the batch did not store (a non-member, a retry, an unknown
-//! conversation), and every append of a batch that failed as a whole (a duplicate
+//! processes. A conversation row written while the batch waited for its lock (a
+//! membership change, which writes it) is skipped, since the membership read before the
+//! wait is stale. An append the batch did not store (a non-member, a retry, an unknown
+//! conversation, such a skipped row), and every append of a batch that failed as a whole (a duplicate
 //! committed meanwhile, a deadlock with another instance's batch), goes the one-by-one
 //! path, which tells exactly which case it is and answers as before.
 
@@ -107,9 +109,12 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
         let stored = match append_batch(&pool, &batch).await {
             Ok(stored) => stored,
             Err(e) => {
-                // Each append then goes one by one, which answers for it exactly.
+                // Each append then goes one by one, which answers for it exactly. An error
+                // can also come after the commit (the connection lost while the answer was
+                // on its way): what is stored then is read back, so that no stored message
+                // is answered as a failure or as an old retry.
                 tracing::debug!(error = %e, appends = batch.len(), "a batch of appends failed as a whole");
-                HashMap::new()
+                stored_already(&pool, &batch).await.unwrap_or_default()
             }
         };
         for job in batch.drain(..) {
@@ -117,6 +122,18 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
             let _ = job.reply.send((job.new, job.pushes, seq));
         }
     }
+}
+
+/// The appends of `batch` that are stored, with their `seq`s.
+async fn stored_already(pool: &PgPool, batch: &[Job]) -> StoreResult<HashMap<Uuid, i64>> {
+    let ids: Vec<Uuid> = batch.iter().map(|j| j.new.id.as_uuid()).collect();
+    let rows =
+        sqlx::query("SELECT id, seq FROM messages WHERE id = ANY($1)").bind(ids).fetch_all(pool).await.map_err(db)?;
+    let mut stored = HashMap::with_capacity(rows.len());
+    for row in rows {
+        stored.insert(row.try_get::<Uuid, _>("id").map_err(db)?, row.try_get::<i64, _>("seq").map_err(db)?);
+    }
+    Ok(stored)
 }
 
 /// Stores the plainly fine appends of `batch` in one statement; their ids and `seq`s.
@@ -136,11 +153,15 @@ async fn append_batch(pool: &PgPool, batch: &[Job]) -> StoreResult<HashMap<Uuid,
                          OR NOT EXISTS (SELECT 1 FROM messages m
                                          WHERE m.sender_id = i.sender_id AND m.client_message_id = i.client_message_id))
              ), counts AS (
-                 SELECT conversation_id, count(*) AS k, max(created_at) AS at FROM ok GROUP BY conversation_id
+                 SELECT ok.conversation_id, count(*) AS k, max(ok.created_at) AS at, c.xmin::text AS seen
+                   FROM ok JOIN conversations c ON c.id = ok.conversation_id
+                  GROUP BY ok.conversation_id, c.xmin::text
              ), conv AS (
+                 -- `seen`: a conversation row written while we waited for its lock (a
+                 -- membership change) makes the checks above stale: not stored here.
                  UPDATE conversations c
                     SET last_seq = c.last_seq + counts.k, last_message_at = counts.at, last_activity_at = counts.at
-                   FROM counts WHERE c.id = counts.conversation_id
+                   FROM counts WHERE c.id = counts.conversation_id AND c.xmin::text = counts.seen
                  RETURNING c.id, c.last_seq AS top, counts.k
              ), numbered AS (
                  SELECT ok.*, conv.top - conv.k + row_number() OVER (PARTITION BY ok.conversation_id ORDER BY ok.n) AS seq

@@ -264,8 +264,14 @@ pub(crate) async fn update_conversation(
 /// with the `FOR KEY SHARE` that foreign keys take: a receipt inserted by a transaction
 /// that already locked its participant row must not wait on us while we wait on it
 /// (that ordering deadlocked with `FOR UPDATE`). `false` when there is no such conversation.
+///
+/// It is an `UPDATE` (of nothing), not a `SELECT … FOR NO KEY UPDATE`, so that the row gets
+/// a new version: an append statement that read the members before this change committed
+/// and then waited for the row compares the row's `xmin` with the one it read, sees it
+/// moved, and stores nothing (its caller then takes the transaction path, which reads the
+/// members after the lock).
 async fn lock_conversation(tx: &mut PgConnection, conversation: ConversationId) -> StoreResult<bool> {
-    let row: Option<i32> = sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1 FOR NO KEY UPDATE")
+    let row: Option<i32> = sqlx::query_scalar("UPDATE conversations SET last_seq = last_seq WHERE id = $1 RETURNING 1")
         .bind(conversation.as_uuid())
         .fetch_optional(&mut *tx)
         .await

@@ -208,15 +208,20 @@ pub(crate) async fn append_message(pool: &PgPool, new: NewMessage, pushes: Vec<P
 /// [`try_append`]) only when the sender is a member and has not sent this
 /// `clientMessageId`, then insert the message, move the sender's read pointer, record the
 /// receipt and queue the pushes, each only if the one before it happened. `None` when it
-/// stored nothing (an unknown conversation, a non-member, a retry, or a duplicate
-/// committed while we waited for the lock, which the unique index refuses): the
-/// transaction path then works out which, and answers exactly as before.
+/// stored nothing (an unknown conversation, a non-member, a retry, a duplicate committed
+/// while we waited for the lock, which the unique index refuses, or a conversation row
+/// written meanwhile, which makes the membership read stale): the transaction path then
+/// works out which, and answers exactly as before.
 async fn append_in_one_statement(pool: &PgPool, new: &NewMessage, pushes: &[PushJob]) -> StoreResult<Option<Appended>> {
     static APPEND: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH conv AS (
                  UPDATE conversations SET last_seq = last_seq + 1, last_message_at = $9, last_activity_at = $9
                   WHERE id = $2
+                    -- The row as this statement's snapshot saw it: if a membership change
+                    -- (or anything else) wrote it while we waited for its lock, the check
+                    -- below is stale, so store nothing and let the caller take the slow path.
+                    AND xmin::text = (SELECT xmin::text FROM conversations WHERE id = $2)
                     AND EXISTS (SELECT 1 FROM participants WHERE conversation_id = $2 AND user_id = $3)
                     AND ($8::text IS NULL
                          OR NOT EXISTS (SELECT 1 FROM messages WHERE sender_id = $3 AND client_message_id = $8))

@@ -35,6 +35,10 @@ const MAX_BATCH: usize = 512;
 /// Appends waiting for the writer before senders wait for room (backpressure).
 const QUEUE: usize = 8192;
 
+/// The WAL size (in frames, ~4 KiB each) past which the checkpointer waits for readers to
+/// truncate it: 64 MiB.
+const WAL_LIMIT_FRAMES: i64 = 16_384;
+
 /// How often the checkpointer copies the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -97,8 +101,19 @@ impl Writer {
         std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
             while alive.upgrade().is_some() {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                if let Err(e) = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                // PASSIVE never waits for anyone. The WAL starts over only when a checkpoint
+                // caught up with no reader inside it; if steady readers keep that from
+                // happening and it grows past WAL_LIMIT_FRAMES, TRUNCATE waits for them
+                // (delaying the writer's next batch once) and gives the space back.
+                let frames = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+                match frames {
+                    Ok(frames) if frames > WAL_LIMIT_FRAMES => {
+                        if let Err(e) = checkpointer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                            tracing::warn!(error = %e, frames, "WAL truncation failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                 }
             }
         })?;

@@ -114,10 +114,10 @@ impl Chat {
         let cmd = cmd.validate()?;
         // Every decision here is answered from memory on the hot path (see `crate::hot`);
         // the store sees one call, the append, which checks membership itself.
-        let conversation = self.meta(cmd.conversation_id, actor).await?.ok_or(DomainError::NotFound("conversation"))?;
-        if conversation.role_of(actor).is_none() {
-            return Err(DomainError::Forbidden("not a member of this conversation"));
-        }
+        let (_, conversation) = self
+            .role_of(cmd.conversation_id, actor)
+            .await?
+            .ok_or(DomainError::Forbidden("not a member of this conversation"))?;
         if let Some(reply_to) = cmd.reply_to {
             let original = self.store.message(reply_to).await?;
             if original.is_none_or(|m| m.conversation_id != conversation.id) {

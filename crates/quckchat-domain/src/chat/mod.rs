@@ -69,8 +69,29 @@ impl Chat {
         if let Some(meta) = self.hot.conversation(id) {
             return Ok(Some(meta));
         }
+        self.load_meta(id, viewer).await
+    }
+
+    /// A conversation's kind and members from the store (and kept).
+    async fn load_meta(&self, id: ConversationId, viewer: UserId) -> ChatResult<Option<Arc<ConversationMeta>>> {
         let epoch = self.hot.epoch();
         Ok(self.store.conversation(id, viewer).await?.map(|c| self.hot.fill_conversation(epoch, &c)))
+    }
+
+    /// `actor`'s role, from memory when it says "member"; a "not a member" from memory is
+    /// asked of the store again before anyone is refused (they may have just been added on
+    /// another instance whose announcement has not arrived). `Ok(None)`: not a member.
+    async fn role_of(
+        &self,
+        conversation: ConversationId,
+        actor: UserId,
+    ) -> ChatResult<Option<(Role, Arc<ConversationMeta>)>> {
+        let meta = self.meta(conversation, actor).await?.ok_or(DomainError::NotFound("conversation"))?;
+        if let Some(role) = meta.role_of(actor) {
+            return Ok(Some((role, meta)));
+        }
+        let meta = self.load_meta(conversation, actor).await?.ok_or(DomainError::NotFound("conversation"))?;
+        Ok(meta.role_of(actor).map(|role| (role, meta)))
     }
 
     /// A user's display name: from memory, else from the store (and kept).
@@ -103,10 +124,10 @@ impl Chat {
     /// `actor`'s role in a conversation, or `Forbidden` when not a member (an unknown
     /// conversation is `NotFound`).
     async fn require_member(&self, conversation: ConversationId, actor: UserId) -> ChatResult<Role> {
-        self.meta(conversation, actor)
+        let (role, _) = self
+            .role_of(conversation, actor)
             .await?
-            .ok_or(DomainError::NotFound("conversation"))?
-            .role_of(actor)
-            .ok_or(DomainError::Forbidden("not a member of this conversation"))
+            .ok_or(DomainError::Forbidden("not a member of this conversation"))?;
+        Ok(role)
     }
 }

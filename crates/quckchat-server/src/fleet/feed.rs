@@ -44,9 +44,22 @@ impl ChangeFeed for RedisChangeFeed {
     async fn announce(&self, change: Changed) {
         let mut redis = self.fleet.redis.clone();
         let payload = encode(&self.fleet.instance, change);
-        if let Err(e) = self.fleet.run(redis.publish::<_, _, i64>(&self.channel, payload)).await {
-            // The others' subscriptions see the same outage and suspend their caches.
-            tracing::warn!(error = %e, ?change, "could not announce a change to the fleet");
+        if let Err(e) = self.fleet.run(redis.publish::<_, _, i64>(&self.channel, payload.clone())).await {
+            // While Redis is away the others' subscriptions are down too, so their hot state
+            // is suspended; but this instance may think so a little longer than they do.
+            // Keep trying in the background, so that an instance that is already back does
+            // not keep the old state (at worst until `MAX_AGE`).
+            tracing::warn!(error = %e, ?change, "could not announce a change to the fleet; retrying");
+            let channel = self.channel.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + quckchat_domain::hot::MAX_AGE;
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+                    if super::bounded(redis.publish::<_, _, i64>(&channel, payload.clone())).await.is_ok() {
+                        return;
+                    }
+                }
+            });
         }
     }
 }

@@ -372,3 +372,74 @@ async fn timestamps_keep_milliseconds() {
     store.close().await;
     scratch.drop().await;
 }
+
+/// An append that started before a removal committed and waited for the conversation's
+/// lock must not store the removed member's message: the statement read the members
+/// before the wait, so the row having been written meanwhile (as `remove_member` writes
+/// it) makes it store nothing and the careful path answer `NotMember`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: set DATABASE_URL_PG_TEST"]
+async fn an_append_that_waited_for_a_removal_is_refused() {
+    use sqlx::{Executor, Row};
+
+    let scratch = Scratch::new();
+    let store = Arc::new(scratch.store().await);
+    let a = store.create_user(new_user("alice")).await.expect("alice");
+    let b = store.create_user(new_user("bob")).await.expect("bob");
+    let conv = group(a.id, &[b.id]);
+    let id = conv.id;
+    store.create_conversation(conv).await.expect("group");
+
+    // What `remove_member` does in its transaction (lock the row by writing it, delete the
+    // participant), held open.
+    let mut removal = scratch.connection().await;
+    removal.execute("BEGIN").await.expect("begin");
+    sqlx::query("UPDATE conversations SET last_seq = last_seq WHERE id = $1")
+        .bind(id.as_uuid())
+        .execute(&mut removal)
+        .await
+        .expect("lock the conversation");
+    sqlx::query("DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2")
+        .bind(id.as_uuid())
+        .bind(b.id.as_uuid())
+        .execute(&mut removal)
+        .await
+        .expect("remove bob");
+    let xid: i64 = sqlx::query("SELECT (pg_current_xact_id()::text::bigint % 4294967296) AS xid")
+        .fetch_one(&mut removal)
+        .await
+        .expect("xid")
+        .get("xid");
+
+    let appending = {
+        let store = store.clone();
+        tokio::spawn(async move { store.append_message(text(id, b.id, "one more", t(5)), Vec::new()).await })
+    };
+    // Wait until the append is blocked on the removal (no event says so: ask PostgreSQL).
+    let mut observer = scratch.connection().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query(
+            "SELECT count(*) AS n FROM pg_locks
+              WHERE locktype = 'transactionid' AND NOT granted AND transactionid::text::bigint = $1",
+        )
+        .bind(xid)
+        .fetch_one(&mut observer)
+        .await
+        .expect("pg_locks")
+        .get("n");
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the append never waited for the removal");
+        tokio::task::yield_now().await;
+    }
+    removal.execute("COMMIT").await.expect("commit the removal");
+
+    let result = appending.await.expect("task");
+    assert!(matches!(result, Ok(Appended::NotMember)), "got {result:?}");
+    assert!(store.history(id, HistoryCursor::Latest, 10).await.expect("history").is_empty());
+    assert_eq!(store.conversation(id, a.id).await.expect("conversation").expect("exists").last_seq, 0);
+    store.close().await;
+    scratch.drop().await;
+}
