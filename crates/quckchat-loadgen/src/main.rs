@@ -257,7 +257,8 @@ async fn suite(a: Args) -> Result<(), String> {
     let seed_t = Instant::now();
     let fixture_path = ensure_sqlite_seed(&paths, &p).await?;
     let pg_ok = servers::psql(&paths.pg_admin, "SELECT 1").await.is_ok();
-    let pg_fixture_path = if want("B4") && pg_ok { Some(ensure_pg_seed(&paths, &p).await?) } else { None };
+    let pg_fixture_path =
+        if (want("B4") || want("B4B")) && pg_ok { Some(ensure_pg_seed(&paths, &p).await?) } else { None };
     let seed_secs = seed_t.elapsed().as_secs_f64();
     let fx = load_fixture(&fixture_path)?;
     let mut results: Results = BTreeMap::new();
@@ -310,7 +311,10 @@ async fn suite(a: Args) -> Result<(), String> {
         }
         timings.insert(b, t.elapsed().as_secs_f64());
     }
-    if want("B4") {
+    for (name, key) in [("B4", "B4"), ("B4b", "B4B")] {
+        if !want(key) {
+            continue;
+        }
         let t = Instant::now();
         let mut runs: Vec<(Kind, StoreSel, &Path, &str)> = Vec::new();
         if has(Kind::Quck) {
@@ -325,19 +329,16 @@ async fn suite(a: Args) -> Result<(), String> {
             }
         }
         for (k, store, fpath, label) in runs {
-            log(format!("B4 on {label}"));
-            let s = Server::start(&paths, k, store.clone(), &fixture_path, "b4").await?;
+            log(format!("{name} on {label}"));
+            let s = Server::start(&paths, k, store.clone(), &fixture_path, &name.to_lowercase()).await?;
             let f = load_fixture(fpath)?;
             let bench = Bench::new(f, p.clone());
-            let o = if matches!(store, StoreSel::Sqlite) {
-                bench.b4(&s, || 0.0).await
-            } else {
-                bench.b4(&s, postgres_cpu).await
-            };
+            let db_cpu: fn() -> f64 = if matches!(store, StoreSel::Sqlite) { || 0.0 } else { postgres_cpu };
+            let o = if name == "B4" { bench.b4(&s, db_cpu).await } else { bench.b4b(&s, db_cpu).await };
             s.stop().await;
-            results.entry("B4".into()).or_default().push((label.into(), o));
+            results.entry(name.into()).or_default().push((label.into(), o));
         }
-        timings.insert("B4", t.elapsed().as_secs_f64());
+        timings.insert(name, t.elapsed().as_secs_f64());
     }
 
     let total = started.elapsed().as_secs_f64();
@@ -436,6 +437,7 @@ const TITLES: &[(&str, &str)] = &[
     ("B2", "B2 connect storm and reconnect avalanche"),
     ("B3", "B3 fan-out (rooms of 10 / 100 / 1000; fixed rate, ramp, unpaced burst)"),
     ("B4", "B4 persisted chat (users in 1:1 conversations, closed-loop senders)"),
+    ("B4b", "B4b persisted chat, open loop (every B4 user sends; fixed offered rate, 10,000 msgs/s in a full run)"),
     ("B5", "B5 latency at a fixed moderate load (1:1 conversations, typing + message)"),
     ("B6", "B6 call signaling (/webrtc: initiate, answer, offer/answer, ICE both ways)"),
     (

@@ -32,6 +32,8 @@ pub struct Params {
     pub b4_users: usize,
     pub b4_senders: usize,
     pub b4_secs: f64,
+    /// B4b's offered rate (open loop), messages/s over all of B4's users.
+    pub b4b_rate: f64,
     pub b5_users: usize,
     pub b5_rate_per_user: f64,
     pub b5_secs: f64,
@@ -64,6 +66,7 @@ impl Params {
             b4_users: 2000,
             b4_senders: 400,
             b4_secs: 8.0,
+            b4b_rate: 10_000.0,
             b5_users: 2000,
             b5_rate_per_user: 0.5,
             b5_secs: 12.0,
@@ -96,6 +99,7 @@ impl Params {
             b4_users: 10,
             b4_senders: 10,
             b4_secs: 1.0,
+            b4b_rate: 50.0,
             b5_users: 10,
             b5_rate_per_user: 2.0,
             b5_secs: 1.0,
@@ -610,6 +614,58 @@ impl Bench {
         o.m("stored messages/s", r.acked_ok as f64 / secs);
         o.m("ack p50 ms", r.ack_latency.p50_us as f64 / 1000.0);
         o.m("ack p99 ms", r.ack_latency.p99_us as f64 / 1000.0);
+        o.m("delivery p99 ms", r.latency.p99_us as f64 / 1000.0);
+        o.m("server CPU µs per stored message", cpu * 1e6 / r.acked_ok.max(1) as f64);
+        o.m("database CPU µs per stored message", db * 1e6 / r.acked_ok.max(1) as f64);
+        Self::record_phase(&mut o, "", &r);
+        o.m("generator CPU, % of a core", gen_cpu * 100.0);
+        if gen_cpu > SATURATED {
+            o.note("GENERATOR SATURATED");
+        }
+        o.m("peak RSS (VmHWM), MiB", s.rss().1 as f64 / 1024.0);
+        self.server_side_losses(&mut o, s, disc0).await;
+        o.d("report", &r);
+        for c in &conns {
+            c.close();
+        }
+        o
+    }
+
+    // -----------------------------------------------------------------------------------
+    // B4b persisted chat, open loop: a fixed offered rate whatever the acks do
+    // -----------------------------------------------------------------------------------
+    pub async fn b4b(&self, s: &Server, db_cpu: impl Fn() -> f64) -> Outcome {
+        let mut o = Outcome::default();
+        let disc0 = self.ctx.disconnects.get();
+        let users: Vec<u32> = (0..(self.p.b4_users.min(self.fx.pairs * 2)) as u32).collect();
+        let (conns, failed, example, _) = self.connect(s, &users, "/chat", self.p.connect_concurrency, |_| None).await;
+        if let Some(e) = example {
+            o.note(format!("{failed} connects failed (e.g. {e})"));
+        }
+        s.quiet(Duration::from_secs(10)).await;
+        self.ctx.new_phase();
+        let w = Window::start(s);
+        let db0 = db_cpu();
+        let secs = self.p.b4_secs;
+        let rate = self.p.b4b_rate;
+        let n = conns.len().max(1);
+        // Round robin over every user: each sends rate / users messages a second into its
+        // 1:1 conversation, without waiting for acks.
+        paced(rate, secs, |i| {
+            let c = &conns[i as usize % n];
+            self.send_message(c, (c.user / 2) as usize, 2, "persisted chat message");
+        })
+        .await;
+        self.drain(&conns, self.p.drain_secs).await;
+        let (_, cpu, gen_cpu) = w.end(s);
+        let db = db_cpu() - db0;
+        let r = self.close_phase(&conns);
+        o.m("senders (open loop)", conns.len() as f64);
+        o.m("offered messages/s", rate);
+        o.m("stored messages/s", r.acked_ok as f64 / secs);
+        o.m("ack p50 ms", r.ack_latency.p50_us as f64 / 1000.0);
+        o.m("ack p99 ms", r.ack_latency.p99_us as f64 / 1000.0);
+        o.m("ack p999 ms", r.ack_latency.p999_us as f64 / 1000.0);
         o.m("delivery p99 ms", r.latency.p99_us as f64 / 1000.0);
         o.m("server CPU µs per stored message", cpu * 1e6 / r.acked_ok.max(1) as f64);
         o.m("database CPU µs per stored message", db * 1e6 / r.acked_ok.max(1) as f64);
