@@ -410,6 +410,29 @@ pub struct NewMessage {
     pub created_at: Timestamp,
 }
 
+impl NewMessage {
+    /// The message as stored with `seq`: no reactions or readers yet, never edited. Every
+    /// backend answers an append with this.
+    pub fn stored(self, seq: i64) -> Message {
+        Message {
+            id: self.id,
+            conversation_id: self.conversation_id,
+            sender_id: self.sender_id,
+            seq,
+            kind: self.kind,
+            content: self.content,
+            attachments: self.attachments,
+            reply_to: self.reply_to,
+            client_message_id: self.client_message_id,
+            reactions: Vec::new(),
+            read_by: Vec::new(),
+            created_at: self.created_at,
+            edited_at: None,
+            deleted_at: None,
+        }
+    }
+}
+
 /// What `append_message` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Appended {

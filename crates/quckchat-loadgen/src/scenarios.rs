@@ -612,8 +612,26 @@ impl Bench {
         let r = self.close_phase(&conns);
         o.m("senders (closed loop, 1 in flight each)", senders.len() as f64);
         o.m("stored messages/s", r.acked_ok as f64 / secs);
+        self.persisted_report(o, s, disc0, &conns, r, (cpu, db, gen_cpu), false).await
+    }
+
+    /// The figures B4 and B4b share, from a closed phase; closes the connections.
+    #[allow(clippy::too_many_arguments)]
+    async fn persisted_report(
+        &self,
+        mut o: Outcome,
+        s: &Server,
+        disc0: u64,
+        conns: &[Rc<Conn>],
+        r: PhaseReport,
+        (cpu, db, gen_cpu): (f64, f64, f64),
+        with_p999: bool,
+    ) -> Outcome {
         o.m("ack p50 ms", r.ack_latency.p50_us as f64 / 1000.0);
         o.m("ack p99 ms", r.ack_latency.p99_us as f64 / 1000.0);
+        if with_p999 {
+            o.m("ack p999 ms", r.ack_latency.p999_us as f64 / 1000.0);
+        }
         o.m("delivery p99 ms", r.latency.p99_us as f64 / 1000.0);
         o.m("server CPU µs per stored message", cpu * 1e6 / r.acked_ok.max(1) as f64);
         o.m("database CPU µs per stored message", db * 1e6 / r.acked_ok.max(1) as f64);
@@ -625,7 +643,7 @@ impl Bench {
         o.m("peak RSS (VmHWM), MiB", s.rss().1 as f64 / 1024.0);
         self.server_side_losses(&mut o, s, disc0).await;
         o.d("report", &r);
-        for c in &conns {
+        for c in conns {
             c.close();
         }
         o
@@ -663,24 +681,7 @@ impl Bench {
         o.m("senders (open loop)", conns.len() as f64);
         o.m("offered messages/s", rate);
         o.m("stored messages/s", r.acked_ok as f64 / secs);
-        o.m("ack p50 ms", r.ack_latency.p50_us as f64 / 1000.0);
-        o.m("ack p99 ms", r.ack_latency.p99_us as f64 / 1000.0);
-        o.m("ack p999 ms", r.ack_latency.p999_us as f64 / 1000.0);
-        o.m("delivery p99 ms", r.latency.p99_us as f64 / 1000.0);
-        o.m("server CPU µs per stored message", cpu * 1e6 / r.acked_ok.max(1) as f64);
-        o.m("database CPU µs per stored message", db * 1e6 / r.acked_ok.max(1) as f64);
-        Self::record_phase(&mut o, "", &r);
-        o.m("generator CPU, % of a core", gen_cpu * 100.0);
-        if gen_cpu > SATURATED {
-            o.note("GENERATOR SATURATED");
-        }
-        o.m("peak RSS (VmHWM), MiB", s.rss().1 as f64 / 1024.0);
-        self.server_side_losses(&mut o, s, disc0).await;
-        o.d("report", &r);
-        for c in &conns {
-            c.close();
-        }
-        o
+        self.persisted_report(o, s, disc0, &conns, r, (cpu, db, gen_cpu), true).await
     }
 
     // -----------------------------------------------------------------------------------

@@ -412,22 +412,7 @@ pub(crate) async fn append(
         .await?;
     }
 
-    Ok(Appended::Created(Message {
-        id: new.id,
-        conversation_id: new.conversation_id,
-        sender_id: new.sender_id,
-        seq,
-        kind: new.kind,
-        content: new.content,
-        attachments: new.attachments,
-        reply_to: new.reply_to,
-        client_message_id: new.client_message_id,
-        reactions: Vec::new(),
-        read_by: Vec::new(),
-        created_at,
-        edited_at: None,
-        deleted_at: None,
-    }))
+    Ok(Appended::Created(Message { created_at, ..new.stored(seq) }))
 }
 
 /// Finishes every append left unfinished for longer than `grace` (by processes that

@@ -78,22 +78,7 @@ fn gone() -> StoreError {
 }
 
 fn created(new: NewMessage, seq: i64) -> Message {
-    Message {
-        id: new.id,
-        conversation_id: new.conversation_id,
-        sender_id: new.sender_id,
-        seq,
-        kind: new.kind,
-        content: new.content,
-        attachments: new.attachments,
-        reply_to: new.reply_to,
-        client_message_id: new.client_message_id,
-        reactions: Vec::new(),
-        read_by: Vec::new(),
-        created_at: ts(new.created_at),
-        edited_at: None,
-        deleted_at: None,
-    }
+    Message { created_at: ts(new.created_at), ..new.stored(seq) }
 }
 
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>) {

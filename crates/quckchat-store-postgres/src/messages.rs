@@ -262,24 +262,7 @@ async fn append_in_one_statement(pool: &PgPool, new: &NewMessage, pushes: &[Push
         Err(e) if violates(&e, "messages_by_client_id") => return Ok(None),
         Err(e) => return Err(db(e)),
     };
-    Ok(seq.map(|seq| {
-        Appended::Created(Message {
-            id: new.id,
-            conversation_id: new.conversation_id,
-            sender_id: new.sender_id,
-            seq,
-            kind: new.kind,
-            content: new.content.clone(),
-            attachments: new.attachments.clone(),
-            reply_to: new.reply_to,
-            client_message_id: new.client_message_id.clone(),
-            reactions: Vec::new(),
-            read_by: Vec::new(),
-            created_at,
-            edited_at: None,
-            deleted_at: None,
-        })
-    }))
+    Ok(seq.map(|seq| Appended::Created(Message { created_at, ..new.clone().stored(seq) })))
 }
 
 /// One attempt at an append: the new message, or the sender's earlier one with the same
@@ -368,22 +351,7 @@ async fn try_append(pool: &PgPool, new: &NewMessage, pushes: &[PushJob]) -> Stor
     insert_jobs(&mut tx, pushes).await?;
     tx.commit().await.map_err(db)?;
 
-    Ok(Some(Appended::Created(Message {
-        id: new.id,
-        conversation_id: new.conversation_id,
-        sender_id: new.sender_id,
-        seq,
-        kind: new.kind,
-        content: new.content.clone(),
-        attachments: new.attachments.clone(),
-        reply_to: new.reply_to,
-        client_message_id: new.client_message_id.clone(),
-        reactions: Vec::new(),
-        read_by: Vec::new(),
-        created_at,
-        edited_at: None,
-        deleted_at: None,
-    })))
+    Ok(Some(Appended::Created(Message { created_at, ..new.clone().stored(seq) })))
 }
 
 pub(crate) async fn message(pool: &PgPool, message: MessageId) -> StoreResult<Option<Message>> {

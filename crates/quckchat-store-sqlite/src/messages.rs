@@ -254,22 +254,7 @@ pub(crate) async fn append_message(pool: &SqlitePool, new: NewMessage, pushes: V
     insert_jobs(&mut tx, &pushes).await?;
     tx.commit().await.map_err(db)?;
 
-    Ok(Appended::Created(Message {
-        id: new.id,
-        conversation_id: new.conversation_id,
-        sender_id: new.sender_id,
-        seq,
-        kind: new.kind,
-        content: new.content,
-        attachments: new.attachments,
-        reply_to: new.reply_to,
-        client_message_id: new.client_message_id,
-        reactions: Vec::new(),
-        read_by: Vec::new(),
-        created_at: new.created_at,
-        edited_at: None,
-        deleted_at: None,
-    }))
+    Ok(Appended::Created(new.stored(seq)))
 }
 
 pub(crate) async fn message(pool: &SqlitePool, message: MessageId) -> StoreResult<Option<Message>> {

@@ -297,22 +297,7 @@ fn append_one(conn: &Connection, new: &NewMessage, pushes: &[PushJob]) -> StoreR
         ])
         .map_err(db)?;
     }
-    Ok(Outcome::Created(Message {
-        id: new.id,
-        conversation_id: new.conversation_id,
-        sender_id: new.sender_id,
-        seq,
-        kind: new.kind,
-        content: new.content.clone(),
-        attachments: new.attachments.clone(),
-        reply_to: new.reply_to,
-        client_message_id: new.client_message_id.clone(),
-        reactions: Vec::new(),
-        read_by: Vec::new(),
-        created_at: new.created_at,
-        edited_at: None,
-        deleted_at: None,
-    }))
+    Ok(Outcome::Created(new.clone().stored(seq)))
 }
 
 /// Maps a rusqlite error as [`crate::codec::db`] maps sqlx's.

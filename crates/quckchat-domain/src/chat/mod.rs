@@ -86,10 +86,12 @@ impl Chat {
         conversation: ConversationId,
         actor: UserId,
     ) -> ChatResult<Option<(Role, Arc<ConversationMeta>)>> {
-        let meta = self.meta(conversation, actor).await?.ok_or(DomainError::NotFound("conversation"))?;
-        if let Some(role) = meta.role_of(actor) {
+        if let Some(meta) = self.hot.conversation(conversation)
+            && let Some(role) = meta.role_of(actor)
+        {
             return Ok(Some((role, meta)));
         }
+        // A miss, or a refusal from memory: the store answers (once).
         let meta = self.load_meta(conversation, actor).await?.ok_or(DomainError::NotFound("conversation"))?;
         Ok(meta.role_of(actor).map(|role| (role, meta)))
     }
