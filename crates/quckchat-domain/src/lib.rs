@@ -7,7 +7,6 @@
 //! [`store::Store`]; the services here ([`chat::Chat`]) hold only those trait objects.
 
 pub mod call_model;
-pub mod call_store;
 pub mod calls;
 pub mod chat;
 pub mod error;

@@ -8,7 +8,6 @@ pub mod fleet;
 pub mod gateway;
 pub mod http;
 pub mod ice;
-pub mod metered_store;
 pub mod metrics;
 #[cfg(test)]
 mod proptests;

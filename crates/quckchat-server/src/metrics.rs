@@ -2,11 +2,14 @@
 //! server instance (no process-global recorder), so several servers in one process
 //! (tests) keep their own figures.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
-use metrics::{Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use quckchat_domain::store::{self, StoreObserver};
 
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
@@ -41,11 +44,61 @@ pub const HOT_EVICTIONS: &str = "quckchat_hot_state_evictions_total";
 /// Hot state entries held, by kind (`conversation`, `user`).
 pub const HOT_ENTRIES: &str = "quckchat_hot_state_entries";
 
+/// Times store calls into `quckchat_store_seconds` (see [`Metrics::store_timings`]).
+pub struct StoreTimings {
+    by_method: HashMap<&'static str, Histogram>,
+    metrics: Metrics,
+}
+
+impl StoreObserver for StoreTimings {
+    fn observe(&self, method: &'static str, took: Duration) {
+        match self.by_method.get(method) {
+            Some(histogram) => histogram.record(took.as_secs_f64()),
+            // A method missing from the parts' lists: still counted, at the price of a lookup.
+            None => self
+                .metrics
+                .recorder
+                .register_histogram(&Metrics::key(STORE_SECONDS, vec![Label::new("op", method)]), &METADATA)
+                .record(took.as_secs_f64()),
+        }
+    }
+}
+
+/// Metric handles registered on first use and kept. Registering builds a `Key` (a vector
+/// of labels) and looks it up in the recorder's registry; the per-event and per-connection
+/// paths pay a read lock and a hash of a few static strings instead.
+struct Handles<K, H> {
+    map: RwLock<HashMap<K, H>>,
+}
+
+impl<K: Eq + Hash, H> Handles<K, H> {
+    fn new() -> Self {
+        Self { map: RwLock::new(HashMap::new()) }
+    }
+
+    /// Runs `use_it` on `key`'s handle, registering it first if needed.
+    fn with(&self, key: K, register: impl FnOnce() -> H, use_it: impl FnOnce(&H)) {
+        if let Some(handle) = self.map.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return use_it(handle);
+        }
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        use_it(map.entry(key).or_insert_with(register));
+    }
+}
+
+/// The handles of the hot paths' metrics.
+struct HotHandles {
+    events: Handles<(&'static str, &'static str, &'static str), Counter>,
+    sockets: Handles<&'static str, Gauge>,
+    connections: Gauge,
+}
+
 /// A handle on this server's metrics.
 #[derive(Clone)]
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    hot: Arc<HotHandles>,
 }
 
 impl Default for Metrics {
@@ -65,7 +118,12 @@ impl Metrics {
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
-        Self { recorder: Arc::new(recorder), handle }
+        let hot = Arc::new(HotHandles {
+            events: Handles::new(),
+            sockets: Handles::new(),
+            connections: recorder.register_gauge(&Self::key(CONNECTIONS_OPEN, vec![]), &METADATA),
+        });
+        Self { recorder: Arc::new(recorder), handle, hot }
     }
 
     /// Copies the hot state's counters in (they are kept by the domain, read at scrape).
@@ -94,38 +152,46 @@ impl Metrics {
 
     /// A socket connected (`+1`) or went (`-1`).
     pub fn socket_gauge(&self, namespace: &'static str, delta: f64) {
-        let gauge = self
-            .recorder
-            .register_gauge(&Self::key(SOCKETS_CONNECTED, vec![Label::new("namespace", namespace)]), &METADATA);
-        if delta >= 0.0 {
-            gauge.increment(delta);
-        } else {
-            gauge.decrement(-delta);
-        }
+        self.hot.sockets.with(
+            namespace,
+            || {
+                self.recorder
+                    .register_gauge(&Self::key(SOCKETS_CONNECTED, vec![Label::new("namespace", namespace)]), &METADATA)
+            },
+            |gauge| move_gauge(gauge, delta),
+        );
     }
 
     /// A client event was handled.
     pub fn event(&self, namespace: &'static str, event: &'static str, outcome: &'static str) {
-        self.recorder
-            .register_counter(
-                &Self::key(
-                    SOCKET_EVENTS,
-                    vec![
-                        Label::new("namespace", namespace),
-                        Label::new("event", event),
-                        Label::new("outcome", outcome),
-                    ],
-                ),
-                &METADATA,
-            )
-            .increment(1);
+        let register = || {
+            let labels =
+                vec![Label::new("namespace", namespace), Label::new("event", event), Label::new("outcome", outcome)];
+            self.recorder.register_counter(&Self::key(SOCKET_EVENTS, labels), &METADATA)
+        };
+        self.hot.events.with((namespace, event, outcome), register, |counter| counter.increment(1));
     }
 
-    /// A store call took from `started` until now.
-    pub fn store_call(&self, op: &'static str, started: Instant) {
-        self.recorder
-            .register_histogram(&Self::key(STORE_SECONDS, vec![Label::new("op", op)]), &METADATA)
-            .record(started.elapsed().as_secs_f64());
+    /// The observer that times store calls, one histogram handle per store method
+    /// resolved here once (registering per call would build and hash a key every time).
+    pub fn store_timings(&self) -> StoreTimings {
+        let parts = [
+            store::USER_STORE_METHODS,
+            store::CONVERSATION_STORE_METHODS,
+            store::MESSAGE_STORE_METHODS,
+            store::PUSH_OUTBOX_METHODS,
+            store::CALL_STORE_METHODS,
+            store::STORE_HEALTH_METHODS,
+        ];
+        let by_method = parts
+            .into_iter()
+            .flatten()
+            .map(|&op| {
+                let key = Self::key(STORE_SECONDS, vec![Label::new("op", op)]);
+                (op, self.recorder.register_histogram(&key, &METADATA))
+            })
+            .collect();
+        StoreTimings { by_method, metrics: self.clone() }
     }
 
     /// An event could not be queued for `sockets` sockets.
@@ -164,12 +230,7 @@ impl Metrics {
 
     /// A connection opened (`+1`) or closed (`-1`).
     pub fn connection_gauge(&self, delta: f64) {
-        let gauge = self.recorder.register_gauge(&Self::key(CONNECTIONS_OPEN, vec![]), &METADATA);
-        if delta >= 0.0 {
-            gauge.increment(delta);
-        } else {
-            gauge.decrement(-delta);
-        }
+        move_gauge(&self.hot.connections, delta);
     }
 
     /// A connection was closed at once: too many were open.
@@ -189,5 +250,14 @@ impl Metrics {
         self.recorder
             .register_counter(&Self::key(AUTH_REFUSED, vec![Label::new("reason", reason)]), &METADATA)
             .increment(1);
+    }
+}
+
+/// Moves a gauge up or down by `delta`.
+fn move_gauge(gauge: &Gauge, delta: f64) {
+    if delta >= 0.0 {
+        gauge.increment(delta);
+    } else {
+        gauge.decrement(-delta);
     }
 }

@@ -14,7 +14,6 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use quckchat_domain::call_store::CallStore;
 use quckchat_domain::calls::Calls;
 use quckchat_domain::calls::devices::{DeviceDirectory, LocalDevices};
 use quckchat_domain::calls::signals::{LocalSignalBuffer, SignalBuffer};
@@ -22,7 +21,8 @@ use quckchat_domain::chat::Chat;
 use quckchat_domain::hot::{ChangeFeed, HotState, NoFeed};
 use quckchat_domain::ordering::{ConversationOrder, LocalOrder};
 use quckchat_domain::presence::{LocalPresence, PresenceRegistry};
-use quckchat_domain::store::Store;
+use quckchat_domain::store::CallStore;
+use quckchat_domain::store::{Observed, Store};
 use socketioxide::adapter::Adapter;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SocketIo, TransportType};
@@ -46,7 +46,6 @@ use crate::fleet::signals::RedisSignalBuffer;
 use crate::gateway::drain::Drain;
 use crate::gateway::realtime::SocketIoRealtime;
 use crate::ice::IceProvider;
-use crate::metered_store::MeteredStore;
 use crate::metrics::Metrics;
 use crate::push::{PushPolicy, PushWorker};
 use crate::serve::ServeLimits;
@@ -112,24 +111,16 @@ fn with_resp3(url: &str) -> String {
     }
 }
 
-/// A storage backend: its chat half and its call half (usually one object).
-pub struct Backend {
-    /// Users, conversations, messages, the push outbox.
-    pub store: Arc<dyn Store>,
-    /// Calls.
-    pub calls: Arc<dyn CallStore>,
-}
-
 /// Opens the store a `DATABASE_URL` names: `sqlite://PATH`, `postgres://…` (add
 /// `schema=NAME` to the query to keep QuckChat's tables in their own schema, `pool_max=N`
 /// to bound its connections, 16 by default), or
 /// `mongodb://HOST/DATABASE`.
-pub async fn open_store(url: &str) -> anyhow::Result<Backend> {
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     open_store_with(url, false).await
 }
 
 /// [`open_store`]; `sqlite_full` makes every SQLite commit fsynced (`SQLITE_SYNCHRONOUS=full`).
-pub async fn open_store_with(url: &str, sqlite_full: bool) -> anyhow::Result<Backend> {
+pub async fn open_store_with(url: &str, sqlite_full: bool) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         let durability = if sqlite_full {
             quckchat_store_sqlite::Durability::Full
@@ -141,7 +132,7 @@ pub async fn open_store_with(url: &str, sqlite_full: bool) -> anyhow::Result<Bac
                 .await
                 .with_context(|| format!("opening the SQLite store at {url}"))?,
         );
-        Ok(Backend { store: store.clone(), calls: store })
+        Ok(store)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let (url, schema) = take_param(url, "schema");
         let (url, pool) = take_param(&url, "pool_max");
@@ -151,14 +142,14 @@ pub async fn open_store_with(url: &str, sqlite_full: bool) -> anyhow::Result<Bac
         };
         let store = quckchat_store_postgres::PostgresStore::connect_with(&url, schema.as_deref(), pool).await;
         let store = Arc::new(store.with_context(|| format!("opening the PostgreSQL store at {}", redact(&url)))?);
-        Ok(Backend { store: store.clone(), calls: store })
+        Ok(store)
     } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
         let store = Arc::new(
             quckchat_store_mongo::MongoStore::connect(url)
                 .await
                 .with_context(|| format!("opening the MongoDB store at {}", redact(url)))?,
         );
-        Ok(Backend { store: store.clone(), calls: store })
+        Ok(store)
     } else {
         anyhow::bail!("DATABASE_URL `{}`: expected sqlite://, postgres:// or mongodb://", redact(url))
     }
@@ -207,8 +198,8 @@ impl Server {
     pub async fn build_with(config: Config, push_policy: PushPolicy) -> anyhow::Result<Self> {
         let metrics = Metrics::new();
         let backend = open_store_with(&config.database_url, config.sqlite_synchronous_full).await?;
-        let metered = Arc::new(MeteredStore::new(backend.store, backend.calls, metrics.clone()));
-        let (store, call_store): (Arc<dyn Store>, Arc<dyn CallStore>) = (metered.clone(), metered);
+        let store: Arc<dyn Store> = Arc::new(Observed::new(backend, Arc::new(metrics.store_timings())));
+        let call_store: Arc<dyn CallStore> = store.clone();
         let keys = JwtKeys::load_or_generate(config.jwt_secret.as_deref(), &config.data_dir)?;
         // Stops the background tasks (heartbeat, pub/sub keep-alive, call sweeper) at shutdown.
         let background = CancellationToken::new();

@@ -6,14 +6,16 @@
 //! one atomic update guarded by the stored `version` (`updateOne({_id, version})`): of
 //! several saves from the same version exactly one matches.
 
+use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use quckchat_domain::call_model::{Call, CallKind, CallParticipant, CallStatus, ParticipantStatus};
 use quckchat_domain::model::Timestamp;
-use quckchat_domain::store::StoreResult;
+use quckchat_domain::store::{CallStore, StoreResult};
 use quckchat_domain::{CallId, ConversationId, UserId};
 
 use crate::Collections;
+use crate::MongoStore;
 use crate::codec::{
     DbId, date, db, docs, id, int, limit, opt_date, opt_int, opt_str_bson, opt_string, opt_time, time, wire,
 };
@@ -81,78 +83,87 @@ async fn find_calls(c: &Collections, filter: Document, sort: Document, max: Opti
     found.iter().map(call_from_doc).collect()
 }
 
-pub(crate) async fn create_call(c: &Collections, call: &Call) -> StoreResult<()> {
-    let document = doc! {
-        "_id": call.id.bson(),
-        "conversationId": call.conversation_id.bson(),
-        "initiatorId": call.initiator_id.bson(),
-        "kind": call.kind.as_str(),
-        "status": call.status.as_str(),
-        "createdAt": date(call.created_at),
-        "startedAt": opt_date(call.started_at),
-        "endedAt": opt_date(call.ended_at),
-        "durationSec": opt_i64_bson(call.duration_sec),
-        "version": call.version,
-        "participants": participants_bson(call),
-    };
-    // A taken id is a unique violation: `Conflict`.
-    c.calls.insert_one(document).await.map_err(db)?;
-    Ok(())
-}
+#[async_trait]
+impl CallStore for MongoStore {
+    async fn create_call(&self, call: &Call) -> StoreResult<()> {
+        let c = &self.c;
+        let document = doc! {
+            "_id": call.id.bson(),
+            "conversationId": call.conversation_id.bson(),
+            "initiatorId": call.initiator_id.bson(),
+            "kind": call.kind.as_str(),
+            "status": call.status.as_str(),
+            "createdAt": date(call.created_at),
+            "startedAt": opt_date(call.started_at),
+            "endedAt": opt_date(call.ended_at),
+            "durationSec": opt_i64_bson(call.duration_sec),
+            "version": call.version,
+            "participants": participants_bson(call),
+        };
+        // A taken id is a unique violation: `Conflict`.
+        c.calls.insert_one(document).await.map_err(db)?;
+        Ok(())
+    }
 
-pub(crate) async fn call(c: &Collections, call: CallId) -> StoreResult<Option<Call>> {
-    c.calls.find_one(doc! { "_id": call.bson() }).await.map_err(db)?.as_ref().map(call_from_doc).transpose()
-}
+    async fn call(&self, call: CallId) -> StoreResult<Option<Call>> {
+        let c = &self.c;
+        c.calls.find_one(doc! { "_id": call.bson() }).await.map_err(db)?.as_ref().map(call_from_doc).transpose()
+    }
 
-pub(crate) async fn save_call(c: &Collections, call: &Call, expected_version: i64) -> StoreResult<bool> {
-    // What a call is (its conversation, initiator, kind and creation time) never
-    // changes, so only its state is written. An unknown id matches no version either.
-    let done = c
-        .calls
-        .update_one(
-            doc! { "_id": call.id.bson(), "version": expected_version },
-            doc! { "$set": {
-                "status": call.status.as_str(),
-                "startedAt": opt_date(call.started_at),
-                "endedAt": opt_date(call.ended_at),
-                "durationSec": opt_i64_bson(call.duration_sec),
-                "version": call.version,
-                "participants": participants_bson(call),
+    async fn save_call(&self, call: &Call, expected_version: i64) -> StoreResult<bool> {
+        let c = &self.c;
+        // What a call is (its conversation, initiator, kind and creation time) never
+        // changes, so only its state is written. An unknown id matches no version either.
+        let done = c
+            .calls
+            .update_one(
+                doc! { "_id": call.id.bson(), "version": expected_version },
+                doc! { "$set": {
+                    "status": call.status.as_str(),
+                    "startedAt": opt_date(call.started_at),
+                    "endedAt": opt_date(call.ended_at),
+                    "durationSec": opt_i64_bson(call.duration_sec),
+                    "version": call.version,
+                    "participants": participants_bson(call),
+                } },
+            )
+            .await
+            .map_err(db)?;
+        Ok(done.matched_count == 1)
+    }
+
+    async fn calls_of_conversation(
+        &self,
+        conversation: ConversationId,
+        before: Option<Timestamp>,
+        max: u32,
+    ) -> StoreResult<Vec<Call>> {
+        let c = &self.c;
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut filter = doc! { "conversationId": conversation.bson() };
+        if let Some(before) = before {
+            filter.insert("createdAt", doc! { "$lt": date(before) });
+        }
+        find_calls(c, filter, doc! { "createdAt": -1, "_id": -1 }, Some(max)).await
+    }
+
+    async fn live_calls_of(&self, user: UserId) -> StoreResult<Vec<Call>> {
+        let c = &self.c;
+        let filter = doc! {
+            "status": { "$in": live_statuses() },
+            "participants": { "$elemMatch": {
+                "userId": user.bson(),
+                "status": { "$in": [ParticipantStatus::Ringing.as_str(), ParticipantStatus::Joined.as_str()] },
             } },
-        )
-        .await
-        .map_err(db)?;
-    Ok(done.matched_count == 1)
-}
-
-pub(crate) async fn calls_of_conversation(
-    c: &Collections,
-    conversation: ConversationId,
-    before: Option<Timestamp>,
-    max: u32,
-) -> StoreResult<Vec<Call>> {
-    if max == 0 {
-        return Ok(Vec::new());
+        };
+        find_calls(c, filter, doc! { "createdAt": 1, "_id": 1 }, None).await
     }
-    let mut filter = doc! { "conversationId": conversation.bson() };
-    if let Some(before) = before {
-        filter.insert("createdAt", doc! { "$lt": date(before) });
+
+    async fn live_calls(&self) -> StoreResult<Vec<Call>> {
+        let c = &self.c;
+        let filter = doc! { "status": { "$in": live_statuses() } };
+        find_calls(c, filter, doc! { "createdAt": 1, "_id": 1 }, None).await
     }
-    find_calls(c, filter, doc! { "createdAt": -1, "_id": -1 }, Some(max)).await
-}
-
-pub(crate) async fn live_calls_of(c: &Collections, user: UserId) -> StoreResult<Vec<Call>> {
-    let filter = doc! {
-        "status": { "$in": live_statuses() },
-        "participants": { "$elemMatch": {
-            "userId": user.bson(),
-            "status": { "$in": [ParticipantStatus::Ringing.as_str(), ParticipantStatus::Joined.as_str()] },
-        } },
-    };
-    find_calls(c, filter, doc! { "createdAt": 1, "_id": 1 }, None).await
-}
-
-pub(crate) async fn live_calls(c: &Collections) -> StoreResult<Vec<Call>> {
-    let filter = doc! { "status": { "$in": live_statuses() } };
-    find_calls(c, filter, doc! { "createdAt": 1, "_id": 1 }, None).await
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, Bson, Document, doc};
@@ -11,10 +12,11 @@ use mongodb::options::ReturnDocument;
 use quckchat_domain::model::{
     Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt, Timestamp,
 };
-use quckchat_domain::store::{HistoryCursor, StoreResult};
+use quckchat_domain::store::{HistoryCursor, MessageStore, StoreResult};
 use quckchat_domain::{ConversationId, MessageId, StoreError, UserId};
 use rand::Rng;
 
+use crate::MongoStore;
 use crate::codec::{
     DbId, corrupt, date, db, docs, id, int, is_duplicate, limit, opt_id, opt_id_bson, opt_string, opt_time, string,
     time, ts, violates, wire,
@@ -270,10 +272,6 @@ async fn back_off(lost: u32) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-pub(crate) async fn append_message(c: &Collections, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
-    append(c, new, pushes, None).await
-}
-
 /// An append, or with `abandon` one whose process "dies" right after storing the
 /// message (its effects recorded as unfinished `abandon` ago, and not applied).
 pub(crate) async fn append(
@@ -442,156 +440,157 @@ pub(crate) async fn finish_abandoned(c: &Collections, grace: Duration) -> StoreR
 
 // ---- reads and changes ----------------------------------------------------------------
 
-pub(crate) async fn message(c: &Collections, message: MessageId) -> StoreResult<Option<Message>> {
-    load(c, message).await
-}
-
-pub(crate) async fn history(
-    c: &Collections,
-    conversation: ConversationId,
-    cursor: HistoryCursor,
-    max: u32,
-) -> StoreResult<Vec<Message>> {
-    if max == 0 {
-        return Ok(Vec::new());
+#[async_trait]
+impl MessageStore for MongoStore {
+    async fn append_message(&self, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
+        let c = &self.c;
+        append(c, new, pushes, None).await
     }
-    let (filter, order) = match cursor {
-        HistoryCursor::Latest => (doc! { "conversationId": conversation.bson() }, -1),
-        HistoryCursor::Before(anchor) => {
-            let anchor = c
-                .messages
-                .find_one(doc! { "_id": anchor.bson(), "conversationId": conversation.bson() })
-                .projection(doc! { "seq": 1 })
-                .await
-                .map_err(db)?;
-            let Some(anchor) = anchor else {
-                return Ok(Vec::new());
-            };
-            (doc! { "conversationId": conversation.bson(), "seq": { "$lt": int(&anchor, "seq")? } }, -1)
+
+    async fn message(&self, message: MessageId) -> StoreResult<Option<Message>> {
+        let c = &self.c;
+        load(c, message).await
+    }
+
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        cursor: HistoryCursor,
+        max: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let c = &self.c;
+        if max == 0 {
+            return Ok(Vec::new());
         }
-        HistoryCursor::AfterSeq(after) => (doc! { "conversationId": conversation.bson(), "seq": { "$gt": after } }, 1),
-    };
-    let found: Vec<Document> = c
-        .messages
-        .find(filter)
-        .sort(doc! { "seq": order })
-        .limit(limit(max))
-        .projection(doc! { "unfinished": 0 })
-        .await
-        .map_err(db)?
-        .try_collect()
-        .await
-        .map_err(db)?;
-    complete(c, found).await
-}
-
-pub(crate) async fn edit_message(
-    c: &Collections,
-    message: MessageId,
-    content: &str,
-    at: Timestamp,
-) -> StoreResult<Message> {
-    let edited = c
-        .messages
-        .find_one_and_update(
-            doc! { "_id": message.bson() },
-            doc! { "$set": { "content": content, "editedAt": date(at) } },
-        )
-        .return_document(ReturnDocument::After)
-        .projection(doc! { "unfinished": 0 })
-        .await
-        .map_err(db)?
-        .ok_or(StoreError::NotFound)?;
-    complete(c, vec![edited]).await?.into_iter().next().ok_or(StoreError::NotFound)
-}
-
-pub(crate) async fn delete_message(c: &Collections, message: MessageId, at: Timestamp) -> StoreResult<Message> {
-    // One atomic update (a pipeline, so that the first deletion time is kept): the
-    // content, attachments and reactions go together.
-    let deleted = c
-        .messages
-        .find_one_and_update(
-            doc! { "_id": message.bson() },
-            vec![doc! { "$set": {
-                "content": { "$literal": "" },
-                "attachments": { "$literal": [] },
-                "reactions": { "$literal": [] },
-                "deletedAt": { "$ifNull": ["$deletedAt", date(at)] },
-            } }],
-        )
-        .return_document(ReturnDocument::After)
-        .projection(doc! { "unfinished": 0 })
-        .await
-        .map_err(db)?
-        .ok_or(StoreError::NotFound)?;
-    complete(c, vec![deleted]).await?.into_iter().next().ok_or(StoreError::NotFound)
-}
-
-pub(crate) async fn mark_read(
-    c: &Collections,
-    conversation: ConversationId,
-    user: UserId,
-    seq: i64,
-    at: Timestamp,
-) -> StoreResult<bool> {
-    // Never past the newest message: a pointer ahead of it would mark future messages
-    // read. A concurrent append only makes the clamp conservative.
-    let found = c
-        .conversations
-        .find_one(doc! { "_id": conversation.bson() })
-        .projection(doc! { "lastSeq": 1 })
-        .await
-        .map_err(db)?;
-    let Some(found) = found else {
-        return Ok(false);
-    };
-    let last_seq = int(&found, "lastSeq")?;
-    advance_pointer(c, conversation, user, seq.min(last_seq), at).await
-}
-
-pub(crate) async fn add_reaction(
-    c: &Collections,
-    message: MessageId,
-    user: UserId,
-    emoji: &str,
-    at: Timestamp,
-) -> StoreResult<bool> {
-    // The guard and the push are one atomic update: of concurrent identical reactions
-    // exactly one is added.
-    let done = c
-        .messages
-        .update_one(
-            doc! {
-                "_id": message.bson(),
-                "reactions": { "$not": { "$elemMatch": { "userId": user.bson(), "emoji": emoji } } },
-            },
-            doc! { "$push": { "reactions": { "emoji": emoji, "userId": user.bson(), "at": date(at) } } },
-        )
-        .await
-        .map_err(db)?;
-    if done.modified_count == 1 {
-        return Ok(true);
+        let (filter, order) = match cursor {
+            HistoryCursor::Latest => (doc! { "conversationId": conversation.bson() }, -1),
+            HistoryCursor::Before(anchor) => {
+                let anchor = c
+                    .messages
+                    .find_one(doc! { "_id": anchor.bson(), "conversationId": conversation.bson() })
+                    .projection(doc! { "seq": 1 })
+                    .await
+                    .map_err(db)?;
+                let Some(anchor) = anchor else {
+                    return Ok(Vec::new());
+                };
+                (doc! { "conversationId": conversation.bson(), "seq": { "$lt": int(&anchor, "seq")? } }, -1)
+            }
+            HistoryCursor::AfterSeq(after) => {
+                (doc! { "conversationId": conversation.bson(), "seq": { "$gt": after } }, 1)
+            }
+        };
+        let found: Vec<Document> = c
+            .messages
+            .find(filter)
+            .sort(doc! { "seq": order })
+            .limit(limit(max))
+            .projection(doc! { "unfinished": 0 })
+            .await
+            .map_err(db)?
+            .try_collect()
+            .await
+            .map_err(db)?;
+        complete(c, found).await
     }
-    let exists = c.messages.count_documents(doc! { "_id": message.bson() }).await.map_err(db)?;
-    if exists == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(false)
-}
 
-pub(crate) async fn remove_reaction(
-    c: &Collections,
-    message: MessageId,
-    user: UserId,
-    emoji: &str,
-) -> StoreResult<bool> {
-    let done = c
-        .messages
-        .update_one(
-            doc! { "_id": message.bson() },
-            doc! { "$pull": { "reactions": { "userId": user.bson(), "emoji": emoji } } },
-        )
-        .await
-        .map_err(db)?;
-    Ok(done.modified_count == 1)
+    async fn edit_message(&self, message: MessageId, content: &str, at: Timestamp) -> StoreResult<Message> {
+        let c = &self.c;
+        let edited = c
+            .messages
+            .find_one_and_update(
+                doc! { "_id": message.bson() },
+                doc! { "$set": { "content": content, "editedAt": date(at) } },
+            )
+            .return_document(ReturnDocument::After)
+            .projection(doc! { "unfinished": 0 })
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)?;
+        complete(c, vec![edited]).await?.into_iter().next().ok_or(StoreError::NotFound)
+    }
+
+    async fn delete_message(&self, message: MessageId, at: Timestamp) -> StoreResult<Message> {
+        let c = &self.c;
+        // One atomic update (a pipeline, so that the first deletion time is kept): the
+        // content, attachments and reactions go together.
+        let deleted = c
+            .messages
+            .find_one_and_update(
+                doc! { "_id": message.bson() },
+                vec![doc! { "$set": {
+                    "content": { "$literal": "" },
+                    "attachments": { "$literal": [] },
+                    "reactions": { "$literal": [] },
+                    "deletedAt": { "$ifNull": ["$deletedAt", date(at)] },
+                } }],
+            )
+            .return_document(ReturnDocument::After)
+            .projection(doc! { "unfinished": 0 })
+            .await
+            .map_err(db)?
+            .ok_or(StoreError::NotFound)?;
+        complete(c, vec![deleted]).await?.into_iter().next().ok_or(StoreError::NotFound)
+    }
+
+    async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        seq: i64,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let c = &self.c;
+        // Never past the newest message: a pointer ahead of it would mark future messages
+        // read. A concurrent append only makes the clamp conservative.
+        let found = c
+            .conversations
+            .find_one(doc! { "_id": conversation.bson() })
+            .projection(doc! { "lastSeq": 1 })
+            .await
+            .map_err(db)?;
+        let Some(found) = found else {
+            return Ok(false);
+        };
+        let last_seq = int(&found, "lastSeq")?;
+        advance_pointer(c, conversation, user, seq.min(last_seq), at).await
+    }
+
+    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str, at: Timestamp) -> StoreResult<bool> {
+        let c = &self.c;
+        // The guard and the push are one atomic update: of concurrent identical reactions
+        // exactly one is added.
+        let done = c
+            .messages
+            .update_one(
+                doc! {
+                    "_id": message.bson(),
+                    "reactions": { "$not": { "$elemMatch": { "userId": user.bson(), "emoji": emoji } } },
+                },
+                doc! { "$push": { "reactions": { "emoji": emoji, "userId": user.bson(), "at": date(at) } } },
+            )
+            .await
+            .map_err(db)?;
+        if done.modified_count == 1 {
+            return Ok(true);
+        }
+        let exists = c.messages.count_documents(doc! { "_id": message.bson() }).await.map_err(db)?;
+        if exists == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(false)
+    }
+
+    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> StoreResult<bool> {
+        let c = &self.c;
+        let done = c
+            .messages
+            .update_one(
+                doc! { "_id": message.bson() },
+                doc! { "$pull": { "reactions": { "userId": user.bson(), "emoji": emoji } } },
+            )
+            .await
+            .map_err(db)?;
+        Ok(done.modified_count == 1)
+    }
 }

@@ -6,15 +6,17 @@
 //! a conditional `findOneAndUpdate`, so concurrent workers in any process take disjoint
 //! jobs.
 
+use async_trait::async_trait;
 use chrono::Utc;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ReturnDocument;
 use quckchat_domain::model::{PushJob, PushKind, Timestamp};
-use quckchat_domain::store::StoreResult;
+use quckchat_domain::store::{PushOutbox, StoreResult};
 use quckchat_domain::{PushJobId, StoreError, UserId};
 
 use crate::Collections;
+use crate::MongoStore;
 use crate::codec::{
     DbId, corrupt, date, db, id, int, limit, only_duplicates, opt_date, opt_id, opt_id_bson, opt_str_bson, opt_string,
     opt_time, string, time, wire,
@@ -96,121 +98,124 @@ pub(crate) async fn insert_jobs(c: &Collections, mut jobs: Vec<Document>, ignore
     }
 }
 
-pub(crate) async fn enqueue_pushes(c: &Collections, jobs: Vec<PushJob>) -> StoreResult<()> {
-    let docs = jobs.iter().map(job_doc).collect();
-    insert_jobs(c, docs, false).await
-}
+#[async_trait]
+impl PushOutbox for MongoStore {
+    async fn enqueue_pushes(&self, jobs: Vec<PushJob>) -> StoreResult<()> {
+        let c = &self.c;
+        let docs = jobs.iter().map(job_doc).collect();
+        insert_jobs(c, docs, false).await
+    }
 
-pub(crate) async fn claim_pushes(
-    c: &Collections,
-    now: Timestamp,
-    lease_until: Timestamp,
-    max: u32,
-) -> StoreResult<Vec<PushJob>> {
-    let mut claimed: Vec<(Document, PushJob)> = Vec::new();
-    let due = || doc! { "pending": true, "nextAttemptAt": { "$lte": date(now) } };
-    for _ in 0..CLAIM_ROUNDS {
-        let wanted = max.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
-        if wanted == 0 {
-            break;
+    async fn claim_pushes(&self, now: Timestamp, lease_until: Timestamp, max: u32) -> StoreResult<Vec<PushJob>> {
+        let c = &self.c;
+        let mut claimed: Vec<(Document, PushJob)> = Vec::new();
+        let due = || doc! { "pending": true, "nextAttemptAt": { "$lte": date(now) } };
+        for _ in 0..CLAIM_ROUNDS {
+            let wanted = max.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
+            if wanted == 0 {
+                break;
+            }
+            let candidates: Vec<Document> = c
+                .pushes
+                .find(due())
+                .sort(oldest_first())
+                .limit(limit(wanted))
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(db)?
+                .try_collect()
+                .await
+                .map_err(db)?;
+            let found = candidates.len();
+            for candidate in candidates {
+                let mut filter = due();
+                filter.insert("_id", candidate.get("_id").cloned().unwrap_or(Bson::Null));
+                // Still due? Then it is ours until `lease_until`: the check and the lease
+                // are one atomic update, so a job another worker leased meanwhile is skipped.
+                let leased = c
+                    .pushes
+                    .find_one_and_update(filter, doc! { "$set": { "nextAttemptAt": date(lease_until) } })
+                    .return_document(ReturnDocument::After)
+                    .await
+                    .map_err(db)?;
+                if let Some(leased) = leased {
+                    let job = job_from_doc(&leased)?;
+                    claimed.push((leased, job));
+                }
+            }
+            if found < usize::try_from(wanted).unwrap_or(usize::MAX) {
+                // Nothing more is due.
+                break;
+            }
         }
-        let candidates: Vec<Document> = c
+        // Oldest first, as picked.
+        let key = |d: &Document| -> StoreResult<(Timestamp, Option<Timestamp>, i64, PushJobId)> {
+            Ok((
+                time(d, "createdAt")?,
+                opt_time(d, "enqueuedAt")?,
+                crate::codec::opt_int(d, "ord")?.unwrap_or(0),
+                id(d, "_id")?,
+            ))
+        };
+        let mut keyed = claimed.into_iter().map(|(d, job)| Ok((key(&d)?, job))).collect::<StoreResult<Vec<_>>>()?;
+        keyed.sort_by_key(|(k, _)| *k);
+        Ok(keyed.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn push_delivered(&self, job: PushJobId, at: Timestamp) -> StoreResult<()> {
+        let c = &self.c;
+        let done = c
             .pushes
-            .find(due())
+            .update_one(
+                doc! { "_id": job.bson() },
+                doc! { "$set": { "deliveredAt": date(at) }, "$unset": { "pending": "" } },
+            )
+            .await
+            .map_err(db)?;
+        if done.matched_count == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn push_failed(
+        &self,
+        job: PushJobId,
+        error: &str,
+        next_attempt_at: Timestamp,
+        give_up: bool,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let c = &self.c;
+        let mut update = doc! {
+            "$inc": { "attempts": 1_i64 },
+            "$set": { "lastError": error, "nextAttemptAt": date(next_attempt_at) },
+        };
+        if give_up {
+            update = doc! {
+                "$inc": { "attempts": 1_i64 },
+                "$set": { "lastError": error, "nextAttemptAt": date(next_attempt_at), "failedAt": date(at) },
+                "$unset": { "pending": "" },
+            };
+        }
+        let done = c.pushes.update_one(doc! { "_id": job.bson() }, update).await.map_err(db)?;
+        if done.matched_count == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn pushes_for(&self, user: UserId) -> StoreResult<Vec<PushJob>> {
+        let c = &self.c;
+        let found: Vec<Document> = c
+            .pushes
+            .find(doc! { "userId": user.bson() })
             .sort(oldest_first())
-            .limit(limit(wanted))
-            .projection(doc! { "_id": 1 })
             .await
             .map_err(db)?
             .try_collect()
             .await
             .map_err(db)?;
-        let found = candidates.len();
-        for candidate in candidates {
-            let mut filter = due();
-            filter.insert("_id", candidate.get("_id").cloned().unwrap_or(Bson::Null));
-            // Still due? Then it is ours until `lease_until`: the check and the lease
-            // are one atomic update, so a job another worker leased meanwhile is skipped.
-            let leased = c
-                .pushes
-                .find_one_and_update(filter, doc! { "$set": { "nextAttemptAt": date(lease_until) } })
-                .return_document(ReturnDocument::After)
-                .await
-                .map_err(db)?;
-            if let Some(leased) = leased {
-                let job = job_from_doc(&leased)?;
-                claimed.push((leased, job));
-            }
-        }
-        if found < usize::try_from(wanted).unwrap_or(usize::MAX) {
-            // Nothing more is due.
-            break;
-        }
+        found.iter().map(job_from_doc).collect()
     }
-    // Oldest first, as picked.
-    let key = |d: &Document| -> StoreResult<(Timestamp, Option<Timestamp>, i64, PushJobId)> {
-        Ok((
-            time(d, "createdAt")?,
-            opt_time(d, "enqueuedAt")?,
-            crate::codec::opt_int(d, "ord")?.unwrap_or(0),
-            id(d, "_id")?,
-        ))
-    };
-    let mut keyed = claimed.into_iter().map(|(d, job)| Ok((key(&d)?, job))).collect::<StoreResult<Vec<_>>>()?;
-    keyed.sort_by_key(|(k, _)| *k);
-    Ok(keyed.into_iter().map(|(_, job)| job).collect())
-}
-
-pub(crate) async fn push_delivered(c: &Collections, job: PushJobId, at: Timestamp) -> StoreResult<()> {
-    let done = c
-        .pushes
-        .update_one(
-            doc! { "_id": job.bson() },
-            doc! { "$set": { "deliveredAt": date(at) }, "$unset": { "pending": "" } },
-        )
-        .await
-        .map_err(db)?;
-    if done.matched_count == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
-}
-
-pub(crate) async fn push_failed(
-    c: &Collections,
-    job: PushJobId,
-    error: &str,
-    next_attempt_at: Timestamp,
-    give_up: bool,
-    at: Timestamp,
-) -> StoreResult<()> {
-    let mut update = doc! {
-        "$inc": { "attempts": 1_i64 },
-        "$set": { "lastError": error, "nextAttemptAt": date(next_attempt_at) },
-    };
-    if give_up {
-        update = doc! {
-            "$inc": { "attempts": 1_i64 },
-            "$set": { "lastError": error, "nextAttemptAt": date(next_attempt_at), "failedAt": date(at) },
-            "$unset": { "pending": "" },
-        };
-    }
-    let done = c.pushes.update_one(doc! { "_id": job.bson() }, update).await.map_err(db)?;
-    if done.matched_count == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
-}
-
-pub(crate) async fn pushes_for(c: &Collections, user: UserId) -> StoreResult<Vec<PushJob>> {
-    let found: Vec<Document> = c
-        .pushes
-        .find(doc! { "userId": user.bson() })
-        .sort(oldest_first())
-        .await
-        .map_err(db)?
-        .try_collect()
-        .await
-        .map_err(db)?;
-    found.iter().map(job_from_doc).collect()
 }

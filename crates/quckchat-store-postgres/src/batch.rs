@@ -68,7 +68,7 @@ impl Batcher {
         };
         match seq {
             Some(seq) => Ok(Appended::Created(created(new, seq))),
-            None => messages::append_message(&self.pool, new, pushes).await,
+            None => messages::append_one(&self.pool, new, pushes).await,
         }
     }
 }

@@ -7,14 +7,16 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use quckchat_domain::call_model::{Call, CallKind, CallParticipant, CallStatus, ParticipantStatus};
 use quckchat_domain::model::Timestamp;
-use quckchat_domain::store::StoreResult;
+use quckchat_domain::store::{CallStore, StoreResult};
 use quckchat_domain::{CallId, ConversationId, UserId};
+use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::PostgresStore;
 use crate::codec::{db, get, id, opt_ts, ts, wire};
 use crate::read_tx;
 
@@ -108,139 +110,148 @@ async fn insert_participants(conn: &mut PgConnection, call: &Call) -> StoreResul
     Ok(())
 }
 
-pub(crate) async fn create_call(pool: &PgPool, call: &Call) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(db)?;
-    sqlx::query(
-        "INSERT INTO calls (id, conversation_id, initiator_id, kind, status, created_at,
+#[async_trait]
+impl CallStore for PostgresStore {
+    async fn create_call(&self, call: &Call) -> StoreResult<()> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO calls (id, conversation_id, initiator_id, kind, status, created_at,
                             started_at, ended_at, duration_sec, version)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(call.id.as_uuid())
-    .bind(call.conversation_id.as_uuid())
-    .bind(call.initiator_id.as_uuid())
-    .bind(call.kind.as_str())
-    .bind(call.status.as_str())
-    .bind(ts(call.created_at))
-    .bind(opt_ts(call.started_at))
-    .bind(opt_ts(call.ended_at))
-    .bind(call.duration_sec)
-    .bind(call.version)
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    insert_participants(&mut tx, call).await?;
-    tx.commit().await.map_err(db)
-}
-
-pub(crate) async fn call(pool: &PgPool, call: CallId) -> StoreResult<Option<Call>> {
-    let mut tx = read_tx(pool).await?;
-    let rows = sqlx::query(concat!("SELECT ", call_columns!(), " FROM calls c WHERE c.id = $1"))
-        .bind(call.as_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-    let found = complete(&mut tx, rows).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(found.into_iter().next())
-}
-
-pub(crate) async fn save_call(pool: &PgPool, call: &Call, expected_version: i64) -> StoreResult<bool> {
-    // The version check is the UPDATE's condition: of several saves from the same
-    // version, the later ones wait for the first's row lock, then re-check the condition
-    // on the row it wrote and match nothing. What a call is (its conversation, initiator,
-    // kind and creation time) never changes, so only its state is written. An unknown id
-    // matches no version either: `false`.
-    let mut tx = pool.begin().await.map_err(db)?;
-    let updated = sqlx::query(
-        "UPDATE calls
-            SET status = $3, started_at = $4, ended_at = $5, duration_sec = $6, version = $7
-          WHERE id = $1 AND version = $2",
-    )
-    .bind(call.id.as_uuid())
-    .bind(expected_version)
-    .bind(call.status.as_str())
-    .bind(opt_ts(call.started_at))
-    .bind(opt_ts(call.ended_at))
-    .bind(call.duration_sec)
-    .bind(call.version)
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    if updated.rows_affected() == 0 {
-        // Stale (or unknown): nothing was written.
-        tx.rollback().await.map_err(db)?;
-        return Ok(false);
-    }
-    sqlx::query("DELETE FROM call_participants WHERE call_id = $1")
+        )
         .bind(call.id.as_uuid())
+        .bind(call.conversation_id.as_uuid())
+        .bind(call.initiator_id.as_uuid())
+        .bind(call.kind.as_str())
+        .bind(call.status.as_str())
+        .bind(ts(call.created_at))
+        .bind(opt_ts(call.started_at))
+        .bind(opt_ts(call.ended_at))
+        .bind(call.duration_sec)
+        .bind(call.version)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-    insert_participants(&mut tx, call).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(true)
-}
+        insert_participants(&mut tx, call).await?;
+        tx.commit().await.map_err(db)
+    }
 
-pub(crate) async fn calls_of_conversation(
-    pool: &PgPool,
-    conversation: ConversationId,
-    before: Option<Timestamp>,
-    limit: u32,
-) -> StoreResult<Vec<Call>> {
-    let mut tx = read_tx(pool).await?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        call_columns!(),
-        " FROM calls c
+    async fn call(&self, call: CallId) -> StoreResult<Option<Call>> {
+        let pool = &self.pool;
+        let mut tx = read_tx(pool).await?;
+        let rows = sqlx::query(concat!("SELECT ", call_columns!(), " FROM calls c WHERE c.id = $1"))
+            .bind(call.as_uuid())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let found = complete(&mut tx, rows).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(found.into_iter().next())
+    }
+
+    async fn save_call(&self, call: &Call, expected_version: i64) -> StoreResult<bool> {
+        let pool = &self.pool;
+        // The version check is the UPDATE's condition: of several saves from the same
+        // version, the later ones wait for the first's row lock, then re-check the condition
+        // on the row it wrote and match nothing. What a call is (its conversation, initiator,
+        // kind and creation time) never changes, so only its state is written. An unknown id
+        // matches no version either: `false`.
+        let mut tx = pool.begin().await.map_err(db)?;
+        let updated = sqlx::query(
+            "UPDATE calls
+            SET status = $3, started_at = $4, ended_at = $5, duration_sec = $6, version = $7
+          WHERE id = $1 AND version = $2",
+        )
+        .bind(call.id.as_uuid())
+        .bind(expected_version)
+        .bind(call.status.as_str())
+        .bind(opt_ts(call.started_at))
+        .bind(opt_ts(call.ended_at))
+        .bind(call.duration_sec)
+        .bind(call.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if updated.rows_affected() == 0 {
+            // Stale (or unknown): nothing was written.
+            tx.rollback().await.map_err(db)?;
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM call_participants WHERE call_id = $1")
+            .bind(call.id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        insert_participants(&mut tx, call).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn calls_of_conversation(
+        &self,
+        conversation: ConversationId,
+        before: Option<Timestamp>,
+        limit: u32,
+    ) -> StoreResult<Vec<Call>> {
+        let pool = &self.pool;
+        let mut tx = read_tx(pool).await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM calls c
           WHERE c.conversation_id = $1 AND ($2::timestamptz IS NULL OR c.created_at < $2)
           ORDER BY c.created_at DESC, c.id DESC
           LIMIT $3"
-    ))
-    .bind(conversation.as_uuid())
-    .bind(opt_ts(before))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
-    let page = complete(&mut tx, rows).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(page)
-}
+        ))
+        .bind(conversation.as_uuid())
+        .bind(opt_ts(before))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let page = complete(&mut tx, rows).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(page)
+    }
 
-pub(crate) async fn live_calls_of(pool: &PgPool, user: UserId) -> StoreResult<Vec<Call>> {
-    let mut tx = read_tx(pool).await?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        call_columns!(),
-        " FROM call_participants p JOIN calls c ON c.id = p.call_id
+    async fn live_calls_of(&self, user: UserId) -> StoreResult<Vec<Call>> {
+        let pool = &self.pool;
+        let mut tx = read_tx(pool).await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM call_participants p JOIN calls c ON c.id = p.call_id
           WHERE p.user_id = $1
             AND p.status IN ('ringing', 'joined')
             AND c.status IN ",
-        live_statuses!(),
-        " ORDER BY c.created_at, c.id"
-    ))
-    .bind(user.as_uuid())
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
-    let calls = complete(&mut tx, rows).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(calls)
-}
+            live_statuses!(),
+            " ORDER BY c.created_at, c.id"
+        ))
+        .bind(user.as_uuid())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let calls = complete(&mut tx, rows).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(calls)
+    }
 
-pub(crate) async fn live_calls(pool: &PgPool) -> StoreResult<Vec<Call>> {
-    let mut tx = read_tx(pool).await?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        call_columns!(),
-        " FROM calls c WHERE c.status IN ",
-        live_statuses!(),
-        " ORDER BY c.created_at, c.id"
-    ))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
-    let calls = complete(&mut tx, rows).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(calls)
+    async fn live_calls(&self) -> StoreResult<Vec<Call>> {
+        let pool = &self.pool;
+        let mut tx = read_tx(pool).await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM calls c WHERE c.status IN ",
+            live_statuses!(),
+            " ORDER BY c.created_at, c.id"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let calls = complete(&mut tx, rows).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(calls)
+    }
 }

@@ -2,13 +2,15 @@
 
 use std::collections::{HashMap, HashSet};
 
+use async_trait::async_trait;
 use quckchat_domain::model::{Conversation, ConversationKind, NewConversation, Participant, Removal, Role, Timestamp};
-use quckchat_domain::store::StoreResult;
+use quckchat_domain::store::{ConversationStore, StoreResult};
 use quckchat_domain::{ConversationId, StoreError, UserId};
+use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::PostgresStore;
 use crate::codec::{corrupt, db, get, id, ts, violates, wire};
 use crate::read_tx;
 
@@ -86,178 +88,6 @@ async fn with_participants(conn: &mut PgConnection, rows: Vec<PgRow>) -> StoreRe
     Ok(conversations)
 }
 
-pub(crate) async fn create_conversation(pool: &PgPool, new: NewConversation) -> StoreResult<()> {
-    let key = match (new.kind, new.participants.as_slice()) {
-        (ConversationKind::Single, [(a, _), (b, _)]) => Some(single_key(*a, *b)),
-        (ConversationKind::Single, _) => {
-            return Err(StoreError::Conflict("a single conversation has exactly two participants".into()));
-        }
-        (ConversationKind::Group, _) => None,
-    };
-    let mut tx = pool.begin().await.map_err(db)?;
-    // Of concurrent creations of one pair's single, the later ones wait on the unique
-    // key until the first commits, then fail on it.
-    let inserted = sqlx::query(
-        "INSERT INTO conversations (id, kind, name, avatar, created_by, created_at, last_activity_at, single_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
-    )
-    .bind(new.id.as_uuid())
-    .bind(new.kind.as_str())
-    .bind(&new.name)
-    .bind(&new.avatar)
-    .bind(new.created_by.as_uuid())
-    .bind(ts(new.created_at))
-    .bind(key)
-    .execute(&mut *tx)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(e) if violates(&e, "conversations_single_key") => {
-            return Err(StoreError::Conflict("these two users already have a single conversation".into()));
-        }
-        Err(e) => return Err(db(e)),
-    }
-    let users: Vec<Uuid> = new.participants.iter().map(|(u, _)| u.as_uuid()).collect();
-    let roles: Vec<&str> = new.participants.iter().map(|(_, r)| r.as_str()).collect();
-    // One statement for every participant, inserted in the order given (which `ord`
-    // keeps for listing).
-    sqlx::query(
-        "INSERT INTO participants (conversation_id, user_id, role, joined_at)
-         SELECT $1, p.user_id, p.role, $4
-           FROM UNNEST($2::uuid[], $3::text[]) WITH ORDINALITY AS p(user_id, role, n)
-          ORDER BY p.n",
-    )
-    .bind(new.id.as_uuid())
-    .bind(users)
-    .bind(roles)
-    .bind(ts(new.created_at))
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)
-}
-
-pub(crate) async fn single_between(
-    pool: &PgPool,
-    a: UserId,
-    b: UserId,
-    viewer: UserId,
-) -> StoreResult<Option<Conversation>> {
-    let mut tx = read_tx(pool).await?;
-    let rows =
-        sqlx::query(concat!("SELECT ", conversation_columns!(), " FROM conversations c WHERE c.single_key = $2"))
-            .bind(viewer.as_uuid())
-            .bind(single_key(a, b))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-    let found = with_participants(&mut tx, rows).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(found.into_iter().next())
-}
-
-pub(crate) async fn conversation(
-    pool: &PgPool,
-    conversation: ConversationId,
-    viewer: UserId,
-) -> StoreResult<Option<Conversation>> {
-    let mut tx = read_tx(pool).await?;
-    let rows = sqlx::query(concat!("SELECT ", conversation_columns!(), " FROM conversations c WHERE c.id = $2"))
-        .bind(viewer.as_uuid())
-        .bind(conversation.as_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-    let found = with_participants(&mut tx, rows).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(found.into_iter().next())
-}
-
-pub(crate) async fn conversations_of(
-    pool: &PgPool,
-    user: UserId,
-    before: Option<Timestamp>,
-    limit: u32,
-) -> StoreResult<Vec<Conversation>> {
-    let mut tx = read_tx(pool).await?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        conversation_columns!(),
-        " FROM participants me
-          JOIN conversations c ON c.id = me.conversation_id
-         WHERE me.user_id = $1 AND ($2::timestamptz IS NULL OR c.last_activity_at < $2)
-         ORDER BY c.last_activity_at DESC, c.id DESC
-         LIMIT $3"
-    ))
-    .bind(user.as_uuid())
-    .bind(before.map(ts))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
-    let found = with_participants(&mut tx, rows).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(found)
-}
-
-pub(crate) async fn member_role(
-    pool: &PgPool,
-    conversation: ConversationId,
-    user: UserId,
-) -> StoreResult<Option<Role>> {
-    let name: Option<String> =
-        sqlx::query_scalar("SELECT role FROM participants WHERE conversation_id = $1 AND user_id = $2")
-            .bind(conversation.as_uuid())
-            .bind(user.as_uuid())
-            .fetch_optional(pool)
-            .await
-            .map_err(db)?;
-    name.as_deref().map(role).transpose()
-}
-
-pub(crate) async fn conversation_ids_of(pool: &PgPool, user: UserId) -> StoreResult<Vec<ConversationId>> {
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT conversation_id FROM participants WHERE user_id = $1")
-        .bind(user.as_uuid())
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
-    Ok(ids.into_iter().map(ConversationId::from_uuid).collect())
-}
-
-pub(crate) async fn co_members_of(pool: &PgPool, user: UserId) -> StoreResult<Vec<UserId>> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT other.user_id
-           FROM participants me
-           JOIN participants other ON other.conversation_id = me.conversation_id
-          WHERE me.user_id = $1 AND other.user_id <> $1",
-    )
-    .bind(user.as_uuid())
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
-    Ok(ids.into_iter().map(UserId::from_uuid).collect())
-}
-
-pub(crate) async fn update_conversation(
-    pool: &PgPool,
-    conversation: ConversationId,
-    name: Option<String>,
-    avatar: Option<String>,
-) -> StoreResult<()> {
-    let done =
-        sqlx::query("UPDATE conversations SET name = COALESCE($2, name), avatar = COALESCE($3, avatar) WHERE id = $1")
-            .bind(conversation.as_uuid())
-            .bind(name)
-            .bind(avatar)
-            .execute(pool)
-            .await
-            .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
-}
-
 /// Locks the conversation row for the rest of the transaction: every membership change of
 /// one conversation runs one at a time, each seeing the last one's result. `FOR NO KEY
 /// UPDATE` conflicts with itself (and with an append's `UPDATE conversations`) but not
@@ -291,80 +121,248 @@ async fn role_in(tx: &mut PgConnection, conversation: ConversationId, user: User
     name.as_deref().map(role).transpose()
 }
 
-pub(crate) async fn add_members(
-    pool: &PgPool,
-    conversation: ConversationId,
-    by: UserId,
-    users: &[UserId],
-    at: Timestamp,
-) -> StoreResult<Option<Vec<UserId>>> {
-    let mut tx = pool.begin().await.map_err(db)?;
-    if !lock_conversation(&mut tx, conversation).await? {
-        return Err(StoreError::NotFound);
+#[async_trait]
+impl ConversationStore for PostgresStore {
+    async fn create_conversation(&self, new: NewConversation) -> StoreResult<()> {
+        let pool = &self.pool;
+        let key = match (new.kind, new.participants.as_slice()) {
+            (ConversationKind::Single, [(a, _), (b, _)]) => Some(single_key(*a, *b)),
+            (ConversationKind::Single, _) => {
+                return Err(StoreError::Conflict("a single conversation has exactly two participants".into()));
+            }
+            (ConversationKind::Group, _) => None,
+        };
+        let mut tx = pool.begin().await.map_err(db)?;
+        // Of concurrent creations of one pair's single, the later ones wait on the unique
+        // key until the first commits, then fail on it.
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, kind, name, avatar, created_by, created_at, last_activity_at, single_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+        )
+        .bind(new.id.as_uuid())
+        .bind(new.kind.as_str())
+        .bind(&new.name)
+        .bind(&new.avatar)
+        .bind(new.created_by.as_uuid())
+        .bind(ts(new.created_at))
+        .bind(key)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if violates(&e, "conversations_single_key") => {
+                return Err(StoreError::Conflict("these two users already have a single conversation".into()));
+            }
+            Err(e) => return Err(db(e)),
+        }
+        let users: Vec<Uuid> = new.participants.iter().map(|(u, _)| u.as_uuid()).collect();
+        let roles: Vec<&str> = new.participants.iter().map(|(_, r)| r.as_str()).collect();
+        // One statement for every participant, inserted in the order given (which `ord`
+        // keeps for listing).
+        sqlx::query(
+            "INSERT INTO participants (conversation_id, user_id, role, joined_at)
+         SELECT $1, p.user_id, p.role, $4
+           FROM UNNEST($2::uuid[], $3::text[]) WITH ORDINALITY AS p(user_id, role, n)
+          ORDER BY p.n",
+        )
+        .bind(new.id.as_uuid())
+        .bind(users)
+        .bind(roles)
+        .bind(ts(new.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
-    if role_in(&mut tx, conversation, by).await? != Some(Role::Admin) {
-        return Ok(None);
+
+    async fn single_between(&self, a: UserId, b: UserId, viewer: UserId) -> StoreResult<Option<Conversation>> {
+        let pool = &self.pool;
+        let mut tx = read_tx(pool).await?;
+        let rows =
+            sqlx::query(concat!("SELECT ", conversation_columns!(), " FROM conversations c WHERE c.single_key = $2"))
+                .bind(viewer.as_uuid())
+                .bind(single_key(a, b))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+        let found = with_participants(&mut tx, rows).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(found.into_iter().next())
     }
-    // Each user once, in the order given.
-    let mut seen = HashSet::new();
-    let candidates: Vec<UserId> = users.iter().copied().filter(|u| seen.insert(*u)).collect();
-    let ids: Vec<Uuid> = candidates.iter().map(UserId::as_uuid).collect();
-    // Members already in it conflict and are skipped.
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO participants (conversation_id, user_id, role, joined_at)
+
+    async fn conversation(&self, conversation: ConversationId, viewer: UserId) -> StoreResult<Option<Conversation>> {
+        let pool = &self.pool;
+        let mut tx = read_tx(pool).await?;
+        let rows = sqlx::query(concat!("SELECT ", conversation_columns!(), " FROM conversations c WHERE c.id = $2"))
+            .bind(viewer.as_uuid())
+            .bind(conversation.as_uuid())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let found = with_participants(&mut tx, rows).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(found.into_iter().next())
+    }
+
+    async fn conversations_of(
+        &self,
+        user: UserId,
+        before: Option<Timestamp>,
+        limit: u32,
+    ) -> StoreResult<Vec<Conversation>> {
+        let pool = &self.pool;
+        let mut tx = read_tx(pool).await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM participants me
+          JOIN conversations c ON c.id = me.conversation_id
+         WHERE me.user_id = $1 AND ($2::timestamptz IS NULL OR c.last_activity_at < $2)
+         ORDER BY c.last_activity_at DESC, c.id DESC
+         LIMIT $3"
+        ))
+        .bind(user.as_uuid())
+        .bind(before.map(ts))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let found = with_participants(&mut tx, rows).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(found)
+    }
+
+    async fn member_role(&self, conversation: ConversationId, user: UserId) -> StoreResult<Option<Role>> {
+        let pool = &self.pool;
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT role FROM participants WHERE conversation_id = $1 AND user_id = $2")
+                .bind(conversation.as_uuid())
+                .bind(user.as_uuid())
+                .fetch_optional(pool)
+                .await
+                .map_err(db)?;
+        name.as_deref().map(role).transpose()
+    }
+
+    async fn conversation_ids_of(&self, user: UserId) -> StoreResult<Vec<ConversationId>> {
+        let pool = &self.pool;
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT conversation_id FROM participants WHERE user_id = $1")
+            .bind(user.as_uuid())
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
+        Ok(ids.into_iter().map(ConversationId::from_uuid).collect())
+    }
+
+    async fn co_members_of(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        let pool = &self.pool;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT other.user_id
+           FROM participants me
+           JOIN participants other ON other.conversation_id = me.conversation_id
+          WHERE me.user_id = $1 AND other.user_id <> $1",
+        )
+        .bind(user.as_uuid())
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+        Ok(ids.into_iter().map(UserId::from_uuid).collect())
+    }
+
+    async fn update_conversation(
+        &self,
+        conversation: ConversationId,
+        name: Option<String>,
+        avatar: Option<String>,
+    ) -> StoreResult<()> {
+        let pool = &self.pool;
+        let done = sqlx::query(
+            "UPDATE conversations SET name = COALESCE($2, name), avatar = COALESCE($3, avatar) WHERE id = $1",
+        )
+        .bind(conversation.as_uuid())
+        .bind(name)
+        .bind(avatar)
+        .execute(pool)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn add_members(
+        &self,
+        conversation: ConversationId,
+        by: UserId,
+        users: &[UserId],
+        at: Timestamp,
+    ) -> StoreResult<Option<Vec<UserId>>> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await.map_err(db)?;
+        if !lock_conversation(&mut tx, conversation).await? {
+            return Err(StoreError::NotFound);
+        }
+        if role_in(&mut tx, conversation, by).await? != Some(Role::Admin) {
+            return Ok(None);
+        }
+        // Each user once, in the order given.
+        let mut seen = HashSet::new();
+        let candidates: Vec<UserId> = users.iter().copied().filter(|u| seen.insert(*u)).collect();
+        let ids: Vec<Uuid> = candidates.iter().map(UserId::as_uuid).collect();
+        // Members already in it conflict and are skipped.
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO participants (conversation_id, user_id, role, joined_at)
          SELECT $1, p.user_id, 'member', $3
            FROM UNNEST($2::uuid[]) WITH ORDINALITY AS p(user_id, n)
           ORDER BY p.n
          ON CONFLICT (conversation_id, user_id) DO NOTHING
          RETURNING user_id",
-    )
-    .bind(conversation.as_uuid())
-    .bind(ids)
-    .bind(ts(at))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    let inserted: HashSet<Uuid> = inserted.into_iter().collect();
-    Ok(Some(candidates.into_iter().filter(|u| inserted.contains(&u.as_uuid())).collect()))
-}
-
-pub(crate) async fn remove_member(
-    pool: &PgPool,
-    conversation: ConversationId,
-    by: UserId,
-    target: UserId,
-) -> StoreResult<Removal> {
-    let mut tx = pool.begin().await.map_err(db)?;
-    if !lock_conversation(&mut tx, conversation).await? {
-        return Ok(Removal::NotMember);
-    }
-    if by != target && role_in(&mut tx, conversation, by).await? != Some(Role::Admin) {
-        return Ok(Removal::NotAllowed);
-    }
-    let done = sqlx::query("DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2")
+        )
         .bind(conversation.as_uuid())
-        .bind(target.as_uuid())
-        .execute(&mut *tx)
+        .bind(ids)
+        .bind(ts(at))
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Ok(Removal::NotMember);
+        tx.commit().await.map_err(db)?;
+        let inserted: HashSet<Uuid> = inserted.into_iter().collect();
+        Ok(Some(candidates.into_iter().filter(|u| inserted.contains(&u.as_uuid())).collect()))
     }
-    // The heir, in the order participants are listed: the creator, then the earliest joined.
-    let promoted: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE participants SET role = 'admin'
+
+    async fn remove_member(&self, conversation: ConversationId, by: UserId, target: UserId) -> StoreResult<Removal> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await.map_err(db)?;
+        if !lock_conversation(&mut tx, conversation).await? {
+            return Ok(Removal::NotMember);
+        }
+        if by != target && role_in(&mut tx, conversation, by).await? != Some(Role::Admin) {
+            return Ok(Removal::NotAllowed);
+        }
+        let done = sqlx::query("DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2")
+            .bind(conversation.as_uuid())
+            .bind(target.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Ok(Removal::NotMember);
+        }
+        // The heir, in the order participants are listed: the creator, then the earliest joined.
+        let promoted: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE participants SET role = 'admin'
           WHERE conversation_id = $1
             AND NOT EXISTS (SELECT 1 FROM participants WHERE conversation_id = $1 AND role = 'admin')
             AND user_id = (SELECT p.user_id FROM participants p JOIN conversations c ON c.id = p.conversation_id
                             WHERE p.conversation_id = $1
                             ORDER BY p.user_id = c.created_by DESC, p.joined_at, p.ord LIMIT 1)
           RETURNING user_id",
-    )
-    .bind(conversation.as_uuid())
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    Ok(Removal::Removed { promoted: promoted.map(UserId::from_uuid) })
+        )
+        .bind(conversation.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Removal::Removed { promoted: promoted.map(UserId::from_uuid) })
+    }
 }

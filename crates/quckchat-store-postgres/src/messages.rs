@@ -3,16 +3,18 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use async_trait::async_trait;
 use quckchat_domain::model::{
     Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt, Timestamp,
 };
 use quckchat_domain::receipts::ReceiptIndex;
-use quckchat_domain::store::{HistoryCursor, StoreResult};
+use quckchat_domain::store::{HistoryCursor, MessageStore, StoreResult};
 use quckchat_domain::{ConversationId, MessageId, StoreError, UserId};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::PostgresStore;
 use crate::codec::{corrupt, db, get, id, opt_id, ts, violates, wire};
 use crate::pushes::insert_jobs;
 use crate::read_tx;
@@ -190,7 +192,7 @@ async fn advance_pointer(
     Ok(true)
 }
 
-pub(crate) async fn append_message(pool: &PgPool, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
+pub(crate) async fn append_one(pool: &PgPool, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
     if let Some(appended) = append_in_one_statement(pool, &new, &pushes).await? {
         return Ok(appended);
     }
@@ -354,154 +356,157 @@ async fn try_append(pool: &PgPool, new: &NewMessage, pushes: &[PushJob]) -> Stor
     Ok(Some(Appended::Created(Message { created_at, ..new.clone().stored(seq) })))
 }
 
-pub(crate) async fn message(pool: &PgPool, message: MessageId) -> StoreResult<Option<Message>> {
-    // One snapshot: the message, its reactions and receipts as of one moment.
-    let mut tx = read_tx(pool).await?;
-    let found = load(&mut tx, message).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(found)
-}
+#[async_trait]
+impl MessageStore for PostgresStore {
+    async fn append_message(&self, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
+        self.batcher.append(new, pushes).await
+    }
 
-pub(crate) async fn history(
-    pool: &PgPool,
-    conversation: ConversationId,
-    cursor: HistoryCursor,
-    limit: u32,
-) -> StoreResult<Vec<Message>> {
-    let mut tx = read_tx(pool).await?;
-    let limit = i64::from(limit);
-    let query = match cursor {
-        HistoryCursor::Latest => sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
-        ))
-        .bind(conversation.as_uuid())
-        .bind(limit),
-        HistoryCursor::Before(anchor) => sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages
+    async fn message(&self, message: MessageId) -> StoreResult<Option<Message>> {
+        let pool = &self.pool;
+        // One snapshot: the message, its reactions and receipts as of one moment.
+        let mut tx = read_tx(pool).await?;
+        let found = load(&mut tx, message).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(found)
+    }
+
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        cursor: HistoryCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let pool = &self.pool;
+        let mut tx = read_tx(pool).await?;
+        let limit = i64::from(limit);
+        let query = match cursor {
+            HistoryCursor::Latest => sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
+            ))
+            .bind(conversation.as_uuid())
+            .bind(limit),
+            HistoryCursor::Before(anchor) => sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages
                  WHERE conversation_id = $1
                    AND seq < (SELECT seq FROM messages WHERE id = $2 AND conversation_id = $1)
                  ORDER BY seq DESC LIMIT $3"
-        ))
-        .bind(conversation.as_uuid())
-        .bind(anchor.as_uuid())
-        .bind(limit),
-        HistoryCursor::AfterSeq(after) => sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"
-        ))
-        .bind(conversation.as_uuid())
-        .bind(after)
-        .bind(limit),
-    };
-    let rows = query.fetch_all(&mut *tx).await.map_err(db)?;
-    let page = complete(&mut tx, rows).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(page)
-}
+            ))
+            .bind(conversation.as_uuid())
+            .bind(anchor.as_uuid())
+            .bind(limit),
+            HistoryCursor::AfterSeq(after) => sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"
+            ))
+            .bind(conversation.as_uuid())
+            .bind(after)
+            .bind(limit),
+        };
+        let rows = query.fetch_all(&mut *tx).await.map_err(db)?;
+        let page = complete(&mut tx, rows).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(page)
+    }
 
-pub(crate) async fn edit_message(
-    pool: &PgPool,
-    message: MessageId,
-    content: &str,
-    at: Timestamp,
-) -> StoreResult<Message> {
-    let mut tx = pool.begin().await.map_err(db)?;
-    let done = sqlx::query("UPDATE messages SET content = $2, edited_at = $3 WHERE id = $1")
+    async fn edit_message(&self, message: MessageId, content: &str, at: Timestamp) -> StoreResult<Message> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await.map_err(db)?;
+        let done = sqlx::query("UPDATE messages SET content = $2, edited_at = $3 WHERE id = $1")
+            .bind(message.as_uuid())
+            .bind(content)
+            .bind(ts(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let edited = load(&mut tx, message).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(db)?;
+        Ok(edited)
+    }
+
+    async fn delete_message(&self, message: MessageId, at: Timestamp) -> StoreResult<Message> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await.map_err(db)?;
+        let done = sqlx::query(
+            "UPDATE messages
+            SET content = '', attachments = '[]'::jsonb, deleted_at = COALESCE(deleted_at, $2)
+          WHERE id = $1",
+        )
         .bind(message.as_uuid())
-        .bind(content)
         .bind(ts(at))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM reactions WHERE message_id = $1")
+            .bind(message.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let deleted = load(&mut tx, message).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
     }
-    let edited = load(&mut tx, message).await?.ok_or(StoreError::NotFound)?;
-    tx.commit().await.map_err(db)?;
-    Ok(edited)
-}
 
-pub(crate) async fn delete_message(pool: &PgPool, message: MessageId, at: Timestamp) -> StoreResult<Message> {
-    let mut tx = pool.begin().await.map_err(db)?;
-    let done = sqlx::query(
-        "UPDATE messages
-            SET content = '', attachments = '[]'::jsonb, deleted_at = COALESCE(deleted_at, $2)
-          WHERE id = $1",
-    )
-    .bind(message.as_uuid())
-    .bind(ts(at))
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
+    async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        seq: i64,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await.map_err(db)?;
+        // Never past the newest message: a pointer ahead of it would mark future messages
+        // read. No lock is needed: a concurrent append only makes the clamp conservative.
+        let last_seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = $1")
+            .bind(conversation.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let Some(last_seq) = last_seq else {
+            return Ok(false);
+        };
+        let moved = advance_pointer(&mut tx, conversation, user, seq.min(last_seq), at).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(moved)
     }
-    sqlx::query("DELETE FROM reactions WHERE message_id = $1")
-        .bind(message.as_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    let deleted = load(&mut tx, message).await?.ok_or(StoreError::NotFound)?;
-    tx.commit().await.map_err(db)?;
-    Ok(deleted)
-}
 
-pub(crate) async fn mark_read(
-    pool: &PgPool,
-    conversation: ConversationId,
-    user: UserId,
-    seq: i64,
-    at: Timestamp,
-) -> StoreResult<bool> {
-    let mut tx = pool.begin().await.map_err(db)?;
-    // Never past the newest message: a pointer ahead of it would mark future messages
-    // read. No lock is needed: a concurrent append only makes the clamp conservative.
-    let last_seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = $1")
-        .bind(conversation.as_uuid())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-    let Some(last_seq) = last_seq else {
-        return Ok(false);
-    };
-    let moved = advance_pointer(&mut tx, conversation, user, seq.min(last_seq), at).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(moved)
-}
-
-pub(crate) async fn add_reaction(
-    pool: &PgPool,
-    message: MessageId,
-    user: UserId,
-    emoji: &str,
-    at: Timestamp,
-) -> StoreResult<bool> {
-    let done = sqlx::query(
-        "INSERT INTO reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4)
+    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str, at: Timestamp) -> StoreResult<bool> {
+        let pool = &self.pool;
+        let done = sqlx::query(
+            "INSERT INTO reactions (message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (message_id, user_id, emoji) DO NOTHING",
-    )
-    .bind(message.as_uuid())
-    .bind(user.as_uuid())
-    .bind(emoji)
-    .bind(ts(at))
-    .execute(pool)
-    .await
-    .map_err(db)?;
-    Ok(done.rows_affected() == 1)
-}
-
-pub(crate) async fn remove_reaction(pool: &PgPool, message: MessageId, user: UserId, emoji: &str) -> StoreResult<bool> {
-    let done = sqlx::query("DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3")
+        )
         .bind(message.as_uuid())
         .bind(user.as_uuid())
         .bind(emoji)
+        .bind(ts(at))
         .execute(pool)
         .await
         .map_err(db)?;
-    Ok(done.rows_affected() == 1)
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> StoreResult<bool> {
+        let pool = &self.pool;
+        let done = sqlx::query("DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3")
+            .bind(message.as_uuid())
+            .bind(user.as_uuid())
+            .bind(emoji)
+            .execute(pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
 }

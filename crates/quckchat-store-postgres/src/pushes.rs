@@ -2,13 +2,15 @@
 
 use std::sync::LazyLock;
 
+use async_trait::async_trait;
 use quckchat_domain::model::{PushJob, PushKind, Timestamp};
-use quckchat_domain::store::StoreResult;
+use quckchat_domain::store::{PushOutbox, StoreResult};
 use quckchat_domain::{PushJobId, StoreError, UserId};
+use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::PostgresStore;
 use crate::codec::{corrupt, db, get, id, opt_id, ts, wire};
 
 macro_rules! job_columns {
@@ -129,22 +131,21 @@ pub(crate) async fn insert_jobs(conn: &mut PgConnection, jobs: &[PushJob]) -> St
     Ok(())
 }
 
-pub(crate) async fn enqueue_pushes(pool: &PgPool, jobs: Vec<PushJob>) -> StoreResult<()> {
-    let mut conn = pool.acquire().await.map_err(db)?;
-    insert_jobs(&mut conn, &jobs).await
-}
+#[async_trait]
+impl PushOutbox for PostgresStore {
+    async fn enqueue_pushes(&self, jobs: Vec<PushJob>) -> StoreResult<()> {
+        let pool = &self.pool;
+        let mut conn = pool.acquire().await.map_err(db)?;
+        insert_jobs(&mut conn, &jobs).await
+    }
 
-pub(crate) async fn claim_pushes(
-    pool: &PgPool,
-    now: Timestamp,
-    lease_until: Timestamp,
-    limit: u32,
-) -> StoreResult<Vec<PushJob>> {
-    // One statement: the due jobs are locked as they are picked, jobs another worker has
-    // locked are skipped rather than waited for, and the picked ones are leased before
-    // the locks go. Concurrent workers, in any process, take disjoint jobs.
-    let rows = sqlx::query(concat!(
-        "WITH due AS (
+    async fn claim_pushes(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<PushJob>> {
+        let pool = &self.pool;
+        // One statement: the due jobs are locked as they are picked, jobs another worker has
+        // locked are skipped rather than waited for, and the picked ones are leased before
+        // the locks go. Concurrent workers, in any process, take disjoint jobs.
+        let rows = sqlx::query(concat!(
+            "WITH due AS (
              SELECT id AS due_id FROM push_jobs
               WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
               ORDER BY created_at, ord
@@ -155,77 +156,81 @@ pub(crate) async fn claim_pushes(
            FROM due
           WHERE j.id = due.due_id
          RETURNING ord, ",
-        job_columns!()
-    ))
-    .bind(ts(now))
-    .bind(i64::from(limit))
-    .bind(ts(lease_until))
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
-    // RETURNING follows no order: oldest first, as picked.
-    let mut jobs = rows
-        .iter()
-        .map(|row| {
-            let ord: i64 = get(row, "ord")?;
-            let job = job_from_row(row)?;
-            Ok(((job.created_at, ord), job))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    jobs.sort_by_key(|(order, _)| *order);
-    Ok(jobs.into_iter().map(|(_, job)| job).collect())
-}
-
-pub(crate) async fn push_delivered(pool: &PgPool, job: PushJobId, at: Timestamp) -> StoreResult<()> {
-    let done = sqlx::query("UPDATE push_jobs SET delivered_at = $2 WHERE id = $1")
-        .bind(job.as_uuid())
-        .bind(ts(at))
-        .execute(pool)
+            job_columns!()
+        ))
+        .bind(ts(now))
+        .bind(i64::from(limit))
+        .bind(ts(lease_until))
+        .fetch_all(pool)
         .await
         .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
+        // RETURNING follows no order: oldest first, as picked.
+        let mut jobs = rows
+            .iter()
+            .map(|row| {
+                let ord: i64 = get(row, "ord")?;
+                let job = job_from_row(row)?;
+                Ok(((job.created_at, ord), job))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        jobs.sort_by_key(|(order, _)| *order);
+        Ok(jobs.into_iter().map(|(_, job)| job).collect())
     }
-    Ok(())
-}
 
-pub(crate) async fn push_failed(
-    pool: &PgPool,
-    job: PushJobId,
-    error: &str,
-    next_attempt_at: Timestamp,
-    give_up: bool,
-    at: Timestamp,
-) -> StoreResult<()> {
-    let done = sqlx::query(
-        "UPDATE push_jobs
+    async fn push_delivered(&self, job: PushJobId, at: Timestamp) -> StoreResult<()> {
+        let pool = &self.pool;
+        let done = sqlx::query("UPDATE push_jobs SET delivered_at = $2 WHERE id = $1")
+            .bind(job.as_uuid())
+            .bind(ts(at))
+            .execute(pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn push_failed(
+        &self,
+        job: PushJobId,
+        error: &str,
+        next_attempt_at: Timestamp,
+        give_up: bool,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let pool = &self.pool;
+        let done = sqlx::query(
+            "UPDATE push_jobs
             SET attempts = attempts + 1,
                 last_error = $2,
                 next_attempt_at = $3,
                 failed_at = CASE WHEN $4 THEN $5 ELSE failed_at END
           WHERE id = $1",
-    )
-    .bind(job.as_uuid())
-    .bind(error)
-    .bind(ts(next_attempt_at))
-    .bind(give_up)
-    .bind(ts(at))
-    .execute(pool)
-    .await
-    .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
-}
-
-pub(crate) async fn pushes_for(pool: &PgPool, user: UserId) -> StoreResult<Vec<PushJob>> {
-    sqlx::query(concat!("SELECT ", job_columns!(), " FROM push_jobs WHERE user_id = $1 ORDER BY created_at, ord"))
-        .bind(user.as_uuid())
-        .fetch_all(pool)
+        )
+        .bind(job.as_uuid())
+        .bind(error)
+        .bind(ts(next_attempt_at))
+        .bind(give_up)
+        .bind(ts(at))
+        .execute(pool)
         .await
-        .map_err(db)?
-        .iter()
-        .map(job_from_row)
-        .collect()
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn pushes_for(&self, user: UserId) -> StoreResult<Vec<PushJob>> {
+        let pool = &self.pool;
+        sqlx::query(concat!("SELECT ", job_columns!(), " FROM push_jobs WHERE user_id = $1 ORDER BY created_at, ord"))
+            .bind(user.as_uuid())
+            .fetch_all(pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(job_from_row)
+            .collect()
+    }
 }

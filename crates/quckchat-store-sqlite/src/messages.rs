@@ -2,15 +2,17 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use quckchat_domain::model::{
     Appended, Attachment, Message, MessageKind, NewMessage, PushJob, Reaction, ReadReceipt, Timestamp,
 };
 use quckchat_domain::receipts::ReceiptIndex;
-use quckchat_domain::store::{HistoryCursor, StoreResult};
+use quckchat_domain::store::{HistoryCursor, MessageStore, StoreResult};
 use quckchat_domain::{ConversationId, MessageId, StoreError, UserId};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use crate::SqliteStore;
 use crate::codec::{corrupt, db, id, id_list, ms, opt_id, opt_time, time};
 use crate::pushes::insert_jobs;
 
@@ -179,7 +181,7 @@ async fn advance_pointer(
     Ok(true)
 }
 
-pub(crate) async fn append_message(pool: &SqlitePool, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
+pub(crate) async fn append_in_pool(pool: &SqlitePool, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
     // IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so the
     // duplicate check, the seq increment and the inserts see no other writer: seqs are
     // gap-free and a clientMessageId is stored once, however many appends race.
@@ -257,156 +259,164 @@ pub(crate) async fn append_message(pool: &SqlitePool, new: NewMessage, pushes: V
     Ok(Appended::Created(new.stored(seq)))
 }
 
-pub(crate) async fn message(pool: &SqlitePool, message: MessageId) -> StoreResult<Option<Message>> {
-    // A read transaction: the message, its reactions and receipts from one snapshot.
-    let mut tx = pool.begin().await.map_err(db)?;
-    let found = load(&mut tx, message).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(found)
-}
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn append_message(&self, new: NewMessage, pushes: Vec<PushJob>) -> StoreResult<Appended> {
+        let Some(writer) = &self.writer else {
+            return append_in_pool(&self.pool, new, pushes).await;
+        };
+        Ok(match writer.append(new, pushes).await? {
+            crate::writer::Outcome::Created(message) => Appended::Created(message),
+            // Committed before the writer looked: the pool reads it whole (reactions, receipts).
+            crate::writer::Outcome::Existing(id) => {
+                Appended::Existing(self.message(id).await?.ok_or(StoreError::NotFound)?)
+            }
+            crate::writer::Outcome::NotMember => Appended::NotMember,
+        })
+    }
 
-pub(crate) async fn history(
-    pool: &SqlitePool,
-    conversation: ConversationId,
-    cursor: HistoryCursor,
-    limit: u32,
-) -> StoreResult<Vec<Message>> {
-    let mut tx = pool.begin().await.map_err(db)?;
-    let limit = i64::from(limit);
-    let query = match cursor {
-        HistoryCursor::Latest => sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT ?2"
-        ))
-        .bind(conversation.to_string())
-        .bind(limit),
-        HistoryCursor::Before(anchor) => sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages
+    async fn message(&self, message: MessageId) -> StoreResult<Option<Message>> {
+        let pool = &self.pool;
+        // A read transaction: the message, its reactions and receipts from one snapshot.
+        let mut tx = pool.begin().await.map_err(db)?;
+        let found = load(&mut tx, message).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(found)
+    }
+
+    async fn history(
+        &self,
+        conversation: ConversationId,
+        cursor: HistoryCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await.map_err(db)?;
+        let limit = i64::from(limit);
+        let query = match cursor {
+            HistoryCursor::Latest => sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE conversation_id = ?1 ORDER BY seq DESC LIMIT ?2"
+            ))
+            .bind(conversation.to_string())
+            .bind(limit),
+            HistoryCursor::Before(anchor) => sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages
                  WHERE conversation_id = ?1
                    AND seq < (SELECT seq FROM messages WHERE id = ?2 AND conversation_id = ?1)
                  ORDER BY seq DESC LIMIT ?3"
-        ))
-        .bind(conversation.to_string())
-        .bind(anchor.to_string())
-        .bind(limit),
-        HistoryCursor::AfterSeq(after) => sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
-        ))
-        .bind(conversation.to_string())
-        .bind(after)
-        .bind(limit),
-    };
-    let rows = query.fetch_all(&mut *tx).await.map_err(db)?;
-    let page = complete(&mut tx, rows).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(page)
-}
+            ))
+            .bind(conversation.to_string())
+            .bind(anchor.to_string())
+            .bind(limit),
+            HistoryCursor::AfterSeq(after) => sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
+            ))
+            .bind(conversation.to_string())
+            .bind(after)
+            .bind(limit),
+        };
+        let rows = query.fetch_all(&mut *tx).await.map_err(db)?;
+        let page = complete(&mut tx, rows).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(page)
+    }
 
-pub(crate) async fn edit_message(
-    pool: &SqlitePool,
-    message: MessageId,
-    content: &str,
-    at: Timestamp,
-) -> StoreResult<Message> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-    let done = sqlx::query("UPDATE messages SET content = ?2, edited_at = ?3 WHERE id = ?1")
+    async fn edit_message(&self, message: MessageId, content: &str, at: Timestamp) -> StoreResult<Message> {
+        let pool = &self.pool;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let done = sqlx::query("UPDATE messages SET content = ?2, edited_at = ?3 WHERE id = ?1")
+            .bind(message.to_string())
+            .bind(content)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let edited = load(&mut tx, message).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(db)?;
+        Ok(edited)
+    }
+
+    async fn delete_message(&self, message: MessageId, at: Timestamp) -> StoreResult<Message> {
+        let pool = &self.pool;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let done = sqlx::query(
+            "UPDATE messages SET content = '', attachments = '[]', deleted_at = COALESCE(deleted_at, ?2) WHERE id = ?1",
+        )
         .bind(message.to_string())
-        .bind(content)
         .bind(ms(at))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM reactions WHERE message_id = ?1")
+            .bind(message.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let deleted = load(&mut tx, message).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
     }
-    let edited = load(&mut tx, message).await?.ok_or(StoreError::NotFound)?;
-    tx.commit().await.map_err(db)?;
-    Ok(edited)
-}
 
-pub(crate) async fn delete_message(pool: &SqlitePool, message: MessageId, at: Timestamp) -> StoreResult<Message> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-    let done = sqlx::query(
-        "UPDATE messages SET content = '', attachments = '[]', deleted_at = COALESCE(deleted_at, ?2) WHERE id = ?1",
-    )
-    .bind(message.to_string())
-    .bind(ms(at))
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
+    async fn mark_read(
+        &self,
+        conversation: ConversationId,
+        user: UserId,
+        seq: i64,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let pool = &self.pool;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        // Never past the newest message: a pointer ahead of it would mark future messages read.
+        let last_seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?1")
+            .bind(conversation.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let Some(last_seq) = last_seq else {
+            return Ok(false);
+        };
+        let moved = advance_pointer(&mut tx, conversation, user, seq.min(last_seq), at).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(moved)
     }
-    sqlx::query("DELETE FROM reactions WHERE message_id = ?1")
-        .bind(message.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-    let deleted = load(&mut tx, message).await?.ok_or(StoreError::NotFound)?;
-    tx.commit().await.map_err(db)?;
-    Ok(deleted)
-}
 
-pub(crate) async fn mark_read(
-    pool: &SqlitePool,
-    conversation: ConversationId,
-    user: UserId,
-    seq: i64,
-    at: Timestamp,
-) -> StoreResult<bool> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-    // Never past the newest message: a pointer ahead of it would mark future messages read.
-    let last_seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = ?1")
-        .bind(conversation.to_string())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-    let Some(last_seq) = last_seq else {
-        return Ok(false);
-    };
-    let moved = advance_pointer(&mut tx, conversation, user, seq.min(last_seq), at).await?;
-    tx.commit().await.map_err(db)?;
-    Ok(moved)
-}
-
-pub(crate) async fn add_reaction(
-    pool: &SqlitePool,
-    message: MessageId,
-    user: UserId,
-    emoji: &str,
-    at: Timestamp,
-) -> StoreResult<bool> {
-    let done = sqlx::query(
-        "INSERT INTO reactions (message_id, user_id, emoji, created_at) VALUES (?1, ?2, ?3, ?4)
+    async fn add_reaction(&self, message: MessageId, user: UserId, emoji: &str, at: Timestamp) -> StoreResult<bool> {
+        let pool = &self.pool;
+        let done = sqlx::query(
+            "INSERT INTO reactions (message_id, user_id, emoji, created_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (message_id, user_id, emoji) DO NOTHING",
-    )
-    .bind(message.to_string())
-    .bind(user.to_string())
-    .bind(emoji)
-    .bind(ms(at))
-    .execute(pool)
-    .await
-    .map_err(db)?;
-    Ok(done.rows_affected() == 1)
-}
-
-pub(crate) async fn remove_reaction(
-    pool: &SqlitePool,
-    message: MessageId,
-    user: UserId,
-    emoji: &str,
-) -> StoreResult<bool> {
-    let done = sqlx::query("DELETE FROM reactions WHERE message_id = ?1 AND user_id = ?2 AND emoji = ?3")
+        )
         .bind(message.to_string())
         .bind(user.to_string())
         .bind(emoji)
+        .bind(ms(at))
         .execute(pool)
         .await
         .map_err(db)?;
-    Ok(done.rows_affected() == 1)
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_reaction(&self, message: MessageId, user: UserId, emoji: &str) -> StoreResult<bool> {
+        let pool = &self.pool;
+        let done = sqlx::query("DELETE FROM reactions WHERE message_id = ?1 AND user_id = ?2 AND emoji = ?3")
+            .bind(message.to_string())
+            .bind(user.to_string())
+            .bind(emoji)
+            .execute(pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
 }

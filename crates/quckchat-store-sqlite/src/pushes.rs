@@ -1,11 +1,13 @@
 //! The push outbox.
 
+use async_trait::async_trait;
 use quckchat_domain::model::{PushJob, PushKind, Timestamp};
-use quckchat_domain::store::StoreResult;
+use quckchat_domain::store::{PushOutbox, StoreResult};
 use quckchat_domain::{PushJobId, StoreError, UserId};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection};
 
+use crate::SqliteStore;
 use crate::codec::{corrupt, db, id, id_list, ms, opt_id, opt_time, time};
 
 macro_rules! job_columns {
@@ -67,103 +69,106 @@ pub(crate) async fn insert_jobs(conn: &mut SqliteConnection, jobs: &[PushJob]) -
     Ok(())
 }
 
-pub(crate) async fn enqueue_pushes(pool: &SqlitePool, jobs: Vec<PushJob>) -> StoreResult<()> {
-    if jobs.is_empty() {
-        return Ok(());
+#[async_trait]
+impl PushOutbox for SqliteStore {
+    async fn enqueue_pushes(&self, jobs: Vec<PushJob>) -> StoreResult<()> {
+        let pool = &self.pool;
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        insert_jobs(&mut tx, &jobs).await?;
+        tx.commit().await.map_err(db)
     }
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-    insert_jobs(&mut tx, &jobs).await?;
-    tx.commit().await.map_err(db)
-}
 
-pub(crate) async fn claim_pushes(
-    pool: &SqlitePool,
-    now: Timestamp,
-    lease_until: Timestamp,
-    limit: u32,
-) -> StoreResult<Vec<PushJob>> {
-    // Select and lease under one write lock, so two workers never take the same job.
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM push_jobs
+    async fn claim_pushes(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<PushJob>> {
+        let pool = &self.pool;
+        // Select and lease under one write lock, so two workers never take the same job.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM push_jobs
          WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ?1
          ORDER BY created_at, rowid
          LIMIT ?2"
-    ))
-    .bind(ms(now))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db)?;
-    let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
-    if jobs.is_empty() {
-        return Ok(jobs);
-    }
-    sqlx::query("UPDATE push_jobs SET next_attempt_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))")
-        .bind(ms(lease_until))
-        .bind(id_list(jobs.iter().map(|j| j.id)))
-        .execute(&mut *tx)
+        ))
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    for job in &mut jobs {
-        job.next_attempt_at = lease_until;
+        let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        if jobs.is_empty() {
+            return Ok(jobs);
+        }
+        sqlx::query("UPDATE push_jobs SET next_attempt_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))")
+            .bind(ms(lease_until))
+            .bind(id_list(jobs.iter().map(|j| j.id)))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        for job in &mut jobs {
+            job.next_attempt_at = lease_until;
+        }
+        Ok(jobs)
     }
-    Ok(jobs)
-}
 
-pub(crate) async fn push_delivered(pool: &SqlitePool, job: PushJobId, at: Timestamp) -> StoreResult<()> {
-    let done = sqlx::query("UPDATE push_jobs SET delivered_at = ?2 WHERE id = ?1")
-        .bind(job.to_string())
-        .bind(ms(at))
-        .execute(pool)
-        .await
-        .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
+    async fn push_delivered(&self, job: PushJobId, at: Timestamp) -> StoreResult<()> {
+        let pool = &self.pool;
+        let done = sqlx::query("UPDATE push_jobs SET delivered_at = ?2 WHERE id = ?1")
+            .bind(job.to_string())
+            .bind(ms(at))
+            .execute(pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-pub(crate) async fn push_failed(
-    pool: &SqlitePool,
-    job: PushJobId,
-    error: &str,
-    next_attempt_at: Timestamp,
-    give_up: bool,
-    at: Timestamp,
-) -> StoreResult<()> {
-    let done = sqlx::query(
-        "UPDATE push_jobs
+    async fn push_failed(
+        &self,
+        job: PushJobId,
+        error: &str,
+        next_attempt_at: Timestamp,
+        give_up: bool,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let pool = &self.pool;
+        let done = sqlx::query(
+            "UPDATE push_jobs
             SET attempts = attempts + 1,
                 last_error = ?2,
                 next_attempt_at = ?3,
                 failed_at = CASE WHEN ?4 THEN ?5 ELSE failed_at END
           WHERE id = ?1",
-    )
-    .bind(job.to_string())
-    .bind(error)
-    .bind(ms(next_attempt_at))
-    .bind(give_up)
-    .bind(ms(at))
-    .execute(pool)
-    .await
-    .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
-}
-
-pub(crate) async fn pushes_for(pool: &SqlitePool, user: UserId) -> StoreResult<Vec<PushJob>> {
-    sqlx::query(concat!("SELECT ", job_columns!(), " FROM push_jobs WHERE user_id = ?1 ORDER BY created_at, rowid"))
-        .bind(user.to_string())
-        .fetch_all(pool)
+        )
+        .bind(job.to_string())
+        .bind(error)
+        .bind(ms(next_attempt_at))
+        .bind(give_up)
+        .bind(ms(at))
+        .execute(pool)
         .await
-        .map_err(db)?
-        .iter()
-        .map(job_from_row)
-        .collect()
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn pushes_for(&self, user: UserId) -> StoreResult<Vec<PushJob>> {
+        let pool = &self.pool;
+        sqlx::query(concat!("SELECT ", job_columns!(), " FROM push_jobs WHERE user_id = ?1 ORDER BY created_at, rowid"))
+            .bind(user.to_string())
+            .fetch_all(pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(job_from_row)
+            .collect()
+    }
 }

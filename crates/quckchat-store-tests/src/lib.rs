@@ -1,6 +1,6 @@
 //! The store conformance suite: what every QuckChat store backend must do, written once
 //! against the store ports, [`Store`](quckchat_domain::store::Store) and
-//! [`CallStore`](quckchat_domain::call_store::CallStore).
+//! [`CallStore`](quckchat_domain::store::CallStore).
 //!
 //! Each case is a plain `pub async fn case(store: DynStore)` that panics when the
 //! backend breaks the contract, and expects a fresh, empty store. [`DynStore`] is an

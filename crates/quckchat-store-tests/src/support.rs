@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use quckchat_domain::call_model::{Call, CallKind, CallParticipant, CallStatus, ParticipantStatus};
-use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
     Appended, ConversationKind, Message, MessageKind, NewConversation, NewMessage, NewUser, PushJob, PushKind, Role,
     Timestamp, User,
 };
+use quckchat_domain::store::CallStore;
 use quckchat_domain::store::Store;
 use quckchat_domain::{CallId, ConversationId, MessageId, UserId};
 

@@ -15,7 +15,6 @@ use tokio::sync::Notify;
 use tracing::instrument;
 
 use crate::call_model::{Call, CallKind, CallParticipant, CallStatus, ParticipantStatus};
-use crate::call_store::CallStore;
 use crate::chat::{Chat, CreateConversation};
 use crate::error::DomainError;
 use crate::events::{EndReason, ServerEvent, SignalKind, SignalPayload};
@@ -25,6 +24,7 @@ use crate::lanes::Lanes;
 use crate::model::{ConversationKind, PushJob, PushKind, Timestamp, now};
 use crate::presence::PresenceRegistry;
 use crate::realtime::{Audience, Device, Realtime};
+use crate::store::CallStore;
 use crate::store::Store;
 use devices::DeviceDirectory;
 use machine::Effect;

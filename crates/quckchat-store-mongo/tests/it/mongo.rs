@@ -11,7 +11,8 @@ use mongodb::bson::{Bson, Document, doc};
 use quckchat_domain::model::{
     Appended, ConversationKind, MessageKind, NewConversation, NewMessage, NewUser, PushJob, PushKind, Role, Timestamp,
 };
-use quckchat_domain::store::{HistoryCursor, Store};
+use quckchat_domain::store::HistoryCursor;
+use quckchat_domain::store::prelude::*;
 use quckchat_domain::{ConversationId, MessageId, UserId};
 use quckchat_store_mongo::{MongoStore, names};
 

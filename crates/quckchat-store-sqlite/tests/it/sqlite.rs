@@ -5,11 +5,11 @@ use std::collections::BTreeSet;
 
 use chrono::{TimeZone, Utc};
 use quckchat_domain::call_model::{Call, CallKind, CallParticipant, CallStatus, ParticipantStatus};
-use quckchat_domain::call_store::CallStore;
 use quckchat_domain::model::{
     Appended, ConversationKind, MessageKind, NewConversation, NewMessage, NewUser, PushJob, PushKind, Role, Timestamp,
 };
-use quckchat_domain::store::{HistoryCursor, Store};
+use quckchat_domain::store::HistoryCursor;
+use quckchat_domain::store::prelude::*;
 use quckchat_domain::{CallId, ConversationId, MessageId, StoreError, UserId};
 use quckchat_store_sqlite::SqliteStore;
 use sqlx::{Connection, SqliteConnection};
