@@ -13,6 +13,8 @@
 //!   binary attachments.
 
 pub mod eio;
+pub mod engine;
+pub mod http;
 pub mod sio;
 pub mod transport;
 pub mod upgrade;

@@ -207,6 +207,9 @@ impl Transport {
         let mut decoder = Decoder::new(max_message);
         // The tail of a frame that has not fully arrived; empty (no allocation) otherwise.
         let mut pending: Vec<u8> = leftover.to_vec();
+        // `leftover` may be a slice of hyper's whole read buffer (8 KiB or more), which it
+        // keeps alive however short it is: let go of it now, not when the connection ends.
+        drop(leftover);
         if !pending.is_empty()
             && let Err(ended) = self.deliver(&mut decoder, &mut pending, inbound)
         {

@@ -1,0 +1,630 @@
+//! The engine: Engine.IO sessions over WebSocket carrying Socket.IO namespaces, rooms and
+//! broadcasts, heartbeats from one shared sweep.
+//!
+//! Per connection the engine keeps one task (blocked on readiness, owning nothing but its
+//! decoder), a [`Transport`], and a small [`Conn`]: the Engine.IO sid, the heartbeat
+//! state, and the namespace sockets it carries. Handlers are per namespace, not per
+//! socket, so a socket costs its id, its rooms and what its namespace stores in it.
+//!
+//! Not yet here (issue 12, later steps): HTTP long-polling and the upgrade from it,
+//! Engine.IO v3 / Socket.IO v4, binary attachments, connection state recovery, the fleet
+//! adapter.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
+
+use crate::eio::{self, Packet as EioPacket};
+use crate::sio::{self, Kind};
+use crate::transport::{Ended, Inbound, SendError, Transport};
+use crate::ws;
+
+/// A boxed future, as namespace handlers return them.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Time between the server's pings.
+    pub ping_interval: Duration,
+    /// How long a pong may take before the connection is closed.
+    pub ping_timeout: Duration,
+    /// The largest message accepted, in bytes.
+    pub max_payload: usize,
+    /// The most bytes queued for a client that does not read before it is cut off.
+    pub send_budget: usize,
+    /// How long a client may stay connected without joining a namespace.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            send_budget: 4 << 20,
+            connect_timeout: Duration::from_secs(45),
+        }
+    }
+}
+
+/// Why a namespace refused a connection: sent to the client as CONNECT_ERROR `{message,
+/// data}`.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// The message the client's `connect_error` shows.
+    pub message: String,
+    /// Extra JSON (`data`), written as is.
+    pub data: Option<Box<RawValue>>,
+}
+
+/// Why a socket left its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client left the namespace (`socket.disconnect()`).
+    ClientNamespaceDisconnect,
+    /// The server made it leave ([`Socket::disconnect`]).
+    ServerNamespaceDisconnect,
+    /// The client closed the connection.
+    TransportClose,
+    /// The connection failed or broke the protocol.
+    TransportError,
+    /// No pong within the ping timeout.
+    PingTimeout,
+    /// The client did not read fast enough (its send queue went over the budget).
+    SlowConsumer,
+    /// The server is shutting down.
+    ServerShuttingDown,
+}
+
+/// A namespace's behaviour. One object serves every socket of the namespace.
+pub trait Namespace: Send + Sync + 'static {
+    /// Decides whether a socket may join: `auth` is the CONNECT packet's JSON (v5) or
+    /// `None`. Store per-socket data with [`Socket::set_data`] before answering.
+    fn connect(&self, socket: Socket, auth: Option<String>) -> BoxFuture<Result<(), Refusal>>;
+    /// An event. `args` are the raw JSON arguments after the name; `ack` is set when the
+    /// client waits for an answer. Parse the arguments here, straight into their types,
+    /// and spawn whatever must wait.
+    fn event(&self, socket: &Socket, event: &str, args: &[&RawValue], ack: Option<AckSender>);
+    /// The socket left (it has already left its rooms).
+    fn disconnect(&self, socket: &Socket, reason: DisconnectReason);
+}
+
+/// One Engine.IO connection.
+struct Conn {
+    /// Engine.IO session id.
+    sid: Box<str>,
+    transport: Transport,
+    created: Instant,
+    /// Milliseconds since `created` when the outstanding ping went; 0: none outstanding.
+    ping_sent_ms: AtomicU64,
+    /// Milliseconds since `created` when the last ping went (or the connection opened).
+    last_ping_ms: AtomicU64,
+    /// The namespace sockets this connection carries, by namespace.
+    sockets: Mutex<Vec<Socket>>,
+    /// Why the engine closed it (heartbeat, slow consumer), for the disconnect reason.
+    closed_by: OnceLock<DisconnectReason>,
+    /// A namespace connected at least once (the connect timeout no longer applies).
+    joined: AtomicBool,
+}
+
+impl Conn {
+    fn sockets(&self) -> MutexGuard<'_, Vec<Socket>> {
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn since_created_ms(&self) -> u64 {
+        self.created.elapsed().as_millis() as u64
+    }
+}
+
+/// A socket in a namespace. Cheap to clone.
+#[derive(Clone)]
+pub struct Socket(Arc<SocketInner>);
+
+struct SocketInner {
+    /// The Socket.IO id (distinct from the Engine.IO sid).
+    id: Box<str>,
+    ns: Arc<NsEntry>,
+    conn: Arc<Conn>,
+    data: OnceLock<Box<dyn Any + Send + Sync>>,
+    rooms: Mutex<Vec<Arc<str>>>,
+    connected: AtomicBool,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("id", &self.0.id).field("nsp", &self.0.ns.path).finish()
+    }
+}
+
+impl Socket {
+    /// The Socket.IO id.
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// The Engine.IO session id of the connection carrying it.
+    pub fn engine_sid(&self) -> &str {
+        &self.0.conn.sid
+    }
+
+    /// The namespace's path.
+    pub fn namespace(&self) -> &str {
+        &self.0.ns.path
+    }
+
+    /// Stores this socket's data (once; `false` when already set).
+    pub fn set_data<T: Any + Send + Sync>(&self, data: T) -> bool {
+        self.0.data.set(Box::new(data)).is_ok()
+    }
+
+    /// This socket's data, when set and of type `T`.
+    pub fn data<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.0.data.get().and_then(|d| d.downcast_ref())
+    }
+
+    /// Whether the socket is still in its namespace.
+    pub fn connected(&self) -> bool {
+        self.0.connected.load(Ordering::Acquire)
+    }
+
+    /// Sends an event to this socket; `args` is the JSON of the arguments without
+    /// brackets (`{"a":1},2`), or empty.
+    pub fn emit(&self, event: &str, args: &str) -> Result<(), SendError> {
+        if !self.connected() {
+            return Err(SendError::Closed);
+        }
+        self.0.conn.transport.send(event_frame(&self.0.ns.path, None, event, args))
+    }
+
+    /// Sends an already encoded frame (from [`Broadcast`] or [`event_frame`]).
+    pub fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
+        self.0.conn.transport.send(frame)
+    }
+
+    /// Joins a room of its namespace.
+    pub fn join(&self, room: &str) {
+        if !self.connected() {
+            return;
+        }
+        let room = self.0.ns.join(room, &self.0.id);
+        let mut rooms = self.rooms();
+        if !rooms.iter().any(|r| **r == *room) {
+            rooms.push(room);
+        }
+    }
+
+    /// Leaves a room.
+    pub fn leave(&self, room: &str) {
+        self.0.ns.leave(room, &self.0.id);
+        self.rooms().retain(|r| &**r != room);
+    }
+
+    /// The rooms it is in.
+    pub fn rooms_joined(&self) -> Vec<String> {
+        self.rooms().iter().map(|r| r.to_string()).collect()
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, Vec<Arc<str>>> {
+        self.0.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the socket leave its namespace (the client gets a DISCONNECT packet).
+    pub fn disconnect(&self) {
+        if self.leave_namespace(DisconnectReason::ServerNamespaceDisconnect) {
+            let mut packet = Vec::with_capacity(16);
+            packet.push(b'4');
+            sio::write_header(&mut packet, Kind::Disconnect, &self.0.ns.path, 0, None);
+            let _ = self.0.conn.transport.send(ws_text(packet));
+        }
+    }
+
+    /// Leaves the namespace once: rooms, the namespace's index, the handler told.
+    fn leave_namespace(&self, reason: DisconnectReason) -> bool {
+        if !self.0.connected.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let rooms = std::mem::take(&mut *self.rooms());
+        for room in rooms {
+            self.0.ns.leave(&room, &self.0.id);
+        }
+        self.0.ns.sockets_write().remove(&*self.0.id);
+        self.0.conn.sockets().retain(|s| !Arc::ptr_eq(&s.0, &self.0));
+        self.0.ns.handler.disconnect(self, reason);
+        true
+    }
+}
+
+/// Answers an event that asked for an ack. Dropping it without answering sends nothing
+/// (the client's ack times out).
+pub struct AckSender {
+    socket: Socket,
+    id: u64,
+}
+
+impl AckSender {
+    /// Answers with `args` (JSON of the arguments without brackets).
+    pub fn send(self, args: &str) -> Result<(), SendError> {
+        let mut packet = Vec::with_capacity(16 + args.len());
+        packet.push(b'4');
+        sio::write_header(&mut packet, Kind::Ack, &self.socket.0.ns.path, 0, Some(self.id));
+        packet.push(b'[');
+        packet.extend_from_slice(args.as_bytes());
+        packet.push(b']');
+        self.socket.0.conn.transport.send(ws_text(packet))
+    }
+}
+
+/// A text frame of an already written Engine.IO packet.
+fn ws_text(packet: Vec<u8>) -> Bytes {
+    ws::text_frame_with(packet.len(), |out| out.extend_from_slice(&packet))
+}
+
+/// The frame of one event (`42/nsp,["event",args]`), written once.
+pub fn event_frame(nsp: &str, id: Option<u64>, event: &str, args: &str) -> Bytes {
+    ws::text_frame_with(24 + nsp.len() + event.len() + args.len(), |out| {
+        out.push(b'4');
+        sio::write_event(out, nsp, id, event, args);
+    })
+}
+
+/// A registered namespace: its handler, its sockets, its rooms.
+struct NsEntry {
+    path: Box<str>,
+    handler: Arc<dyn Namespace>,
+    sockets: RwLock<HashMap<Box<str>, Socket>>,
+    /// Room → the ids of its sockets.
+    rooms: RwLock<HashMap<Arc<str>, HashSet<Box<str>>>>,
+}
+
+impl NsEntry {
+    fn sockets_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Socket>> {
+        self.sockets.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sockets_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<str>, Socket>> {
+        self.sockets.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn rooms_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, HashSet<Box<str>>>> {
+        self.rooms.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a socket to a room; returns the room's shared name.
+    fn join(&self, room: &str, id: &str) -> Arc<str> {
+        let mut rooms = self.rooms_write();
+        match rooms.get_mut(room) {
+            Some(members) => {
+                members.insert(id.into());
+            }
+            None => {
+                rooms.insert(Arc::from(room), HashSet::from([id.into()]));
+            }
+        }
+        // Present: inserted above. The room's name is shared by the index and the socket.
+        rooms.get_key_value(room).map_or_else(|| Arc::from(room), |(name, _)| name.clone())
+    }
+
+    fn leave(&self, room: &str, id: &str) {
+        let mut rooms = self.rooms_write();
+        if let Some(members) = rooms.get_mut(room) {
+            members.remove(id);
+            if members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+}
+
+/// Where a broadcast goes: the sockets in any of `rooms` (every socket of the namespace
+/// when empty), minus those in any of `except`.
+#[derive(Debug, Default, Clone)]
+pub struct Broadcast {
+    /// Rooms to reach.
+    pub rooms: Vec<String>,
+    /// Rooms whose sockets are left out.
+    pub except: Vec<String>,
+}
+
+struct Shared {
+    config: Config,
+    namespaces: RwLock<HashMap<Box<str>, Arc<NsEntry>>>,
+    conns: Mutex<HashMap<Box<str>, Arc<Conn>>>,
+}
+
+/// The engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+/// The outcome of a broadcast.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Sockets the frame was queued or written for.
+    pub sent: usize,
+    /// Sockets that could not take it (closed, or cut off as slow consumers).
+    pub failed: usize,
+}
+
+impl Engine {
+    /// An engine with `config`; starts the heartbeat sweep (on the current runtime).
+    pub fn new(config: Config) -> Engine {
+        let shared = Arc::new(Shared { config, namespaces: RwLock::default(), conns: Mutex::default() });
+        tokio::spawn(sweep(Arc::downgrade(&shared)));
+        Engine { shared }
+    }
+
+    /// Registers a namespace (`/chat`).
+    pub fn namespace(&self, path: &str, handler: impl Namespace) {
+        let entry = Arc::new(NsEntry {
+            path: path.into(),
+            handler: Arc::new(handler),
+            sockets: RwLock::default(),
+            rooms: RwLock::default(),
+        });
+        self.shared.namespaces.write().unwrap_or_else(PoisonError::into_inner).insert(path.into(), entry);
+    }
+
+    fn ns(&self, path: &str) -> Option<Arc<NsEntry>> {
+        self.shared.namespaces.read().unwrap_or_else(PoisonError::into_inner).get(path).cloned()
+    }
+
+    /// Connections open.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// A socket of a namespace by id.
+    pub fn socket(&self, nsp: &str, id: &str) -> Option<Socket> {
+        self.ns(nsp)?.sockets_read().get(id).cloned()
+    }
+
+    /// The sockets a broadcast reaches.
+    pub fn sockets(&self, nsp: &str, to: &Broadcast) -> Vec<Socket> {
+        let Some(ns) = self.ns(nsp) else { return Vec::new() };
+        let sockets = ns.sockets_read();
+        let rooms = ns.rooms.read().unwrap_or_else(PoisonError::into_inner);
+        let excluded = |id: &str| to.except.iter().any(|r| rooms.get(r.as_str()).is_some_and(|m| m.contains(id)));
+        if to.rooms.is_empty() {
+            return sockets.iter().filter(|(id, _)| !excluded(id)).map(|(_, s)| s.clone()).collect();
+        }
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut out = Vec::new();
+        for room in &to.rooms {
+            for id in rooms.get(room.as_str()).into_iter().flatten() {
+                if seen.insert(id) && !excluded(id) {
+                    out.extend(sockets.get(id).cloned());
+                }
+            }
+        }
+        out
+    }
+
+    /// Sends one event to every socket `to` reaches: encoded once, the same bytes queued
+    /// (or written inline) for each.
+    pub fn broadcast(&self, nsp: &str, to: &Broadcast, event: &str, args: &str) -> Delivered {
+        let frame = event_frame(nsp, None, event, args);
+        let mut delivered = Delivered::default();
+        for socket in self.sockets(nsp, to) {
+            match socket.send_frame(frame.clone()) {
+                Ok(()) => delivered.sent += 1,
+                Err(_) => delivered.failed += 1,
+            }
+        }
+        delivered
+    }
+
+    /// Serves an upgraded WebSocket until it closes. `leftover`: bytes read before the
+    /// upgrade.
+    pub async fn serve_websocket(&self, stream: TcpStream, leftover: Bytes) {
+        let sid = random_id();
+        let conn = Arc::new(Conn {
+            sid: sid.clone().into(),
+            transport: Transport::new(stream, self.shared.config.send_budget),
+            created: Instant::now(),
+            ping_sent_ms: AtomicU64::new(0),
+            last_ping_ms: AtomicU64::new(0),
+            sockets: Mutex::new(Vec::new()),
+            closed_by: OnceLock::new(),
+            joined: AtomicBool::new(false),
+        });
+        let config = &self.shared.config;
+        let open = eio::Handshake {
+            sid: &sid,
+            upgrades: false,
+            ping_interval_ms: config.ping_interval.as_millis() as u64,
+            ping_timeout_ms: config.ping_timeout.as_millis() as u64,
+            max_payload: config.max_payload as u64,
+        }
+        .json(eio::Version::V4);
+        if conn.transport.send(ws_text(format!("0{open}").into_bytes())).is_err() {
+            return;
+        }
+        self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).insert(sid.into(), conn.clone());
+        let mut inbound = ConnInbound { engine: self.clone(), conn: conn.clone() };
+        let ended = conn.transport.run(&mut inbound, config.max_payload, leftover).await;
+        self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(&*conn.sid);
+        let reason = conn.closed_by.get().copied().unwrap_or(match ended {
+            Ended::ClientClosed => DisconnectReason::TransportClose,
+            Ended::ServerClosed => DisconnectReason::ServerShuttingDown,
+            Ended::SlowConsumer => DisconnectReason::SlowConsumer,
+            Ended::Protocol(_) | Ended::Io(_) => DisconnectReason::TransportError,
+        });
+        let sockets = std::mem::take(&mut *conn.sockets());
+        for socket in sockets {
+            socket.leave_namespace(reason);
+        }
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&self) {
+        let conns: Vec<Arc<Conn>> =
+            self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        for conn in conns {
+            let _ = conn.closed_by.set(DisconnectReason::ServerShuttingDown);
+            let _ = conn.transport.send(ws_text(b"1".to_vec()));
+            conn.transport.close(1001, "server shutting down");
+        }
+    }
+
+    /// Handles one Socket.IO packet of a connection.
+    fn on_packet(&self, conn: &Arc<Conn>, text: &str) -> Result<(), &'static str> {
+        let packet = sio::decode(text).map_err(|_| "malformed Socket.IO packet")?;
+        match packet.kind {
+            Kind::Connect => {
+                let Some(ns) = self.ns(packet.nsp) else {
+                    let mut out = vec![b'4'];
+                    sio::write_header(&mut out, Kind::ConnectError, packet.nsp, 0, None);
+                    out.extend_from_slice(br#"{"message":"Invalid namespace"}"#);
+                    let _ = conn.transport.send(ws_text(out));
+                    return Ok(());
+                };
+                let auth = (!packet.data.is_empty()).then(|| packet.data.to_string());
+                self.connect(conn.clone(), ns, auth);
+                Ok(())
+            }
+            Kind::Disconnect => {
+                let socket = conn.sockets().iter().find(|s| &*s.0.ns.path == packet.nsp).cloned();
+                if let Some(socket) = socket {
+                    socket.leave_namespace(DisconnectReason::ClientNamespaceDisconnect);
+                }
+                Ok(())
+            }
+            Kind::Event => {
+                let socket = conn.sockets().iter().find(|s| &*s.0.ns.path == packet.nsp).cloned();
+                // An event for a namespace the connection has not joined is ignored, as
+                // the reference server does.
+                let Some(socket) = socket else { return Ok(()) };
+                let event = sio::event_args(packet.data).map_err(|_| "malformed event")?;
+                let ack = packet.id.map(|id| AckSender { socket: socket.clone(), id });
+                socket.0.ns.handler.event(&socket, &event.name, &event.args, ack);
+                Ok(())
+            }
+            // Acks from the client answer server-side emits with acks, which this engine
+            // does not make yet; binary packets come with the binary step.
+            Kind::Ack => Ok(()),
+            Kind::ConnectError | Kind::BinaryEvent | Kind::BinaryAck => Err("unsupported Socket.IO packet"),
+        }
+    }
+
+    /// Runs a namespace's connect handler and, when it accepts, adds the socket.
+    fn connect(&self, conn: Arc<Conn>, ns: Arc<NsEntry>, auth: Option<String>) {
+        conn.joined.store(true, Ordering::Release);
+        let socket = Socket(Arc::new(SocketInner {
+            id: random_id().into(),
+            ns: ns.clone(),
+            conn: conn.clone(),
+            data: OnceLock::new(),
+            rooms: Mutex::new(Vec::new()),
+            connected: AtomicBool::new(false),
+        }));
+        let decided = ns.handler.connect(socket.clone(), auth);
+        tokio::spawn(async move {
+            let mut out = vec![b'4'];
+            match decided.await {
+                Ok(()) => {
+                    socket.0.connected.store(true, Ordering::Release);
+                    ns.sockets_write().insert(socket.0.id.clone(), socket.clone());
+                    conn.sockets().push(socket.clone());
+                    sio::write_header(&mut out, Kind::Connect, &ns.path, 0, None);
+                    out.extend_from_slice(format!(r#"{{"sid":"{}"}}"#, socket.0.id).as_bytes());
+                }
+                Err(refusal) => {
+                    sio::write_header(&mut out, Kind::ConnectError, &ns.path, 0, None);
+                    let message = serde_json::to_string(&refusal.message).unwrap_or_else(|_| "\"refused\"".into());
+                    match refusal.data {
+                        Some(data) => out
+                            .extend_from_slice(format!(r#"{{"message":{message},"data":{}}}"#, data.get()).as_bytes()),
+                        None => out.extend_from_slice(format!(r#"{{"message":{message}}}"#).as_bytes()),
+                    }
+                }
+            }
+            let _ = conn.transport.send(ws_text(out));
+        });
+    }
+}
+
+/// The connection's inbound side: Engine.IO packets.
+struct ConnInbound {
+    engine: Engine,
+    conn: Arc<Conn>,
+}
+
+impl Inbound for ConnInbound {
+    fn text(&mut self, transport: &Transport, text: &str) {
+        match eio::decode_text(text) {
+            Ok(EioPacket::Pong(_)) => self.conn.ping_sent_ms.store(0, Ordering::Release),
+            Ok(EioPacket::Message(packet)) => {
+                if let Err(why) = self.engine.on_packet(&self.conn, packet) {
+                    transport.close(1008, why);
+                }
+            }
+            Ok(EioPacket::Close) => transport.close(1000, ""),
+            // A v4 client does not ping; a probe belongs to the upgrade (polling, later).
+            Ok(EioPacket::Ping(_) | EioPacket::Noop | EioPacket::Upgrade | EioPacket::Open) => {}
+            Ok(EioPacket::Binary(_)) | Err(_) => transport.close(1008, "malformed Engine.IO packet"),
+        }
+    }
+
+    fn binary(&mut self, transport: &Transport, _data: &[u8]) {
+        transport.close(1003, "binary attachments are not supported yet");
+    }
+}
+
+/// The heartbeat: one task for every connection. Each tick it pings the connections
+/// whose interval has passed and closes those whose pong is overdue, and those that never
+/// joined a namespace within the connect timeout.
+async fn sweep(shared: Weak<Shared>) {
+    let tick = {
+        let Some(shared) = shared.upgrade() else { return };
+        (shared.config.ping_interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    };
+    let ping = ws_text(b"2".to_vec());
+    let mut timer = tokio::time::interval(tick);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let interval = shared.config.ping_interval.as_millis() as u64;
+        let timeout = shared.config.ping_timeout.as_millis() as u64;
+        let connect = shared.config.connect_timeout.as_millis() as u64;
+        let conns: Vec<Arc<Conn>> =
+            shared.conns.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        drop(shared);
+        for conn in conns {
+            let now = conn.since_created_ms().max(1);
+            let sent = conn.ping_sent_ms.load(Ordering::Acquire);
+            if sent != 0 && now.saturating_sub(sent) > timeout {
+                let _ = conn.closed_by.set(DisconnectReason::PingTimeout);
+                conn.transport.close(1000, "ping timeout");
+            } else if !conn.joined.load(Ordering::Acquire) && now > connect {
+                conn.transport.close(1000, "no namespace joined");
+            } else if sent == 0 && now.saturating_sub(conn.last_ping_ms.load(Ordering::Acquire)) >= interval {
+                conn.last_ping_ms.store(now, Ordering::Release);
+                conn.ping_sent_ms.store(now, Ordering::Release);
+                if let Err(SendError::SlowConsumer) = conn.transport.send(ping.clone()) {
+                    let _ = conn.closed_by.set(DisconnectReason::SlowConsumer);
+                }
+            }
+        }
+    }
+}
+
+/// A random id of 20 base64url characters (120 bits).
+fn random_id() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 15];
+    rand::fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

@@ -1,0 +1,82 @@
+//! The HTTP side: `GET /socket.io/?EIO=4&transport=websocket` answered with 101, and the
+//! upgraded connection handed to the engine as the raw [`TcpStream`] underneath, so that
+//! hyper's buffers and task are gone once the upgrade completes.
+
+use std::any::Any;
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::engine::Engine;
+use crate::upgrade::{accept_key, websocket_key};
+
+/// An accepted connection's IO, as the HTTP server wrapped it: gives back the TCP stream
+/// and whatever must live as long as the connection (a permit under a connection cap).
+pub trait IntoTcp: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The stream, and a guard dropped when the connection ends.
+    fn into_tcp(self) -> (TcpStream, Box<dyn Any + Send>);
+}
+
+impl IntoTcp for TcpStream {
+    fn into_tcp(self) -> (TcpStream, Box<dyn Any + Send>) {
+        (self, Box::new(()))
+    }
+}
+
+/// A JSON error the way the reference server answers (`{"code":…,"message":…}`).
+fn refuse(code: u8, message: &str) -> http::Response<String> {
+    let mut response = http::Response::new(format!(r#"{{"code":{code},"message":"{message}"}}"#));
+    *response.status_mut() = http::StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+impl Engine {
+    /// Answers an Engine.IO request. A WebSocket upgrade is accepted (101) and the
+    /// connection served once hyper hands it over; `IO` is the type the HTTP server
+    /// serves connections on (wrapped in hyper-util's `TokioIo`).
+    pub fn handle<IO: IntoTcp, B>(&self, mut request: http::Request<B>) -> http::Response<String> {
+        let query = request.uri().query().unwrap_or("");
+        let param = |name: &str| {
+            query.split('&').find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
+        };
+        match param("EIO") {
+            Some("4") => {}
+            _ => return refuse(5, "Unsupported protocol version"),
+        }
+        if param("transport") != Some("websocket") {
+            return refuse(0, "Transport unknown");
+        }
+        if param("sid").is_some() {
+            // An upgrade of a polling session; polling comes with a later step.
+            return refuse(1, "Session ID unknown");
+        }
+        let Some(key) = websocket_key(request.headers()).map(accept_key) else {
+            return refuse(3, "Bad request");
+        };
+        let on_upgrade = hyper::upgrade::on(&mut request);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            // An upgrade that never completes (the client went away) leaves nothing to do.
+            let Ok(upgraded) = on_upgrade.await else { return };
+            let Ok(parts) = upgraded.downcast::<TokioIo<IO>>() else {
+                // The HTTP server serves another IO type than it told us: a wiring bug.
+                debug_assert!(false, "the upgraded IO is not the type given to Engine::handle");
+                return;
+            };
+            let (stream, guard) = parts.io.into_inner().into_tcp();
+            engine.serve_websocket(stream, parts.read_buf).await;
+            drop(guard);
+        });
+        let mut response = http::Response::new(String::new());
+        *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+        headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+        if let Ok(accept) = http::HeaderValue::from_str(&key) {
+            headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+}

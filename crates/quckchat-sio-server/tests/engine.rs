@@ -1,0 +1,264 @@
+//! The engine end to end: a real HTTP server on port 0, real WebSockets, QuckChat's Rust
+//! Socket.IO client (and tungstenite for what a well-behaved client never does).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use quckchat_sio_client::{Client, ConnectOptions, DisconnectKind, Error};
+use quckchat_sio_server::engine::{
+    AckSender, BoxFuture, Broadcast, Config, DisconnectReason, Engine, Namespace, Refusal, Socket,
+};
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A namespace for the tests: `auth.token` must be `good`; `echo` acks its arguments;
+/// `join` joins a room; `shout` broadcasts to a room except the sender's room `me:<id>`;
+/// `kick` disconnects the sender. Disconnect reasons are recorded.
+#[derive(Clone, Default)]
+struct Chat {
+    gone: Arc<Mutex<Vec<DisconnectReason>>>,
+    left: Arc<tokio::sync::Notify>,
+    engine: Arc<Mutex<Option<Engine>>>,
+}
+
+impl Namespace for Chat {
+    fn connect(&self, socket: Socket, auth: Option<String>) -> BoxFuture<Result<(), Refusal>> {
+        Box::pin(async move {
+            let auth: serde_json::Value =
+                auth.as_deref().map(serde_json::from_str).transpose().ok().flatten().unwrap_or_default();
+            if auth["token"] != "good" {
+                return Err(Refusal { message: "unauthorized".into(), data: None });
+            }
+            socket.set_data(auth["name"].as_str().unwrap_or("?").to_string());
+            Ok(())
+        })
+    }
+
+    fn event(&self, socket: &Socket, event: &str, args: &[&RawValue], ack: Option<AckSender>) {
+        let joined = args.iter().map(|a| a.get()).collect::<Vec<_>>().join(",");
+        match event {
+            "echo" => {
+                if let Some(ack) = ack {
+                    ack.send(&joined).unwrap();
+                }
+            }
+            "join" => {
+                let room: String = serde_json::from_str(args[0].get()).unwrap();
+                socket.join(&room);
+                socket.join(&format!("me:{}", socket.id()));
+                if let Some(ack) = ack {
+                    ack.send("true").unwrap();
+                }
+            }
+            "shout" => {
+                let room: String = serde_json::from_str(args[0].get()).unwrap();
+                let name = socket.data::<String>().cloned().unwrap_or_default();
+                let to = Broadcast { rooms: vec![room], except: vec![format!("me:{}", socket.id())] };
+                let engine = self.engine.lock().unwrap().clone().unwrap();
+                let delivered = engine.broadcast("/chat", &to, "heard", &serde_json::to_string(&name).unwrap());
+                if let Some(ack) = ack {
+                    ack.send(&delivered.sent.to_string()).unwrap();
+                }
+            }
+            "kick" => socket.disconnect(),
+            _ => {}
+        }
+    }
+
+    fn disconnect(&self, _socket: &Socket, reason: DisconnectReason) {
+        self.gone.lock().unwrap().push(reason);
+        self.left.notify_one();
+    }
+}
+
+struct Server {
+    url: String,
+    chat: Chat,
+    engine: Engine,
+}
+
+async fn server(config: Config) -> Server {
+    let engine = Engine::new(config);
+    let chat = Chat::default();
+    *chat.engine.lock().unwrap() = Some(engine.clone());
+    engine.namespace("/chat", chat.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = engine.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let engine = served.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let response = engine.handle::<TcpStream, _>(req);
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            response.map(|body| http_body_util::Full::new(bytes::Bytes::from(body))),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Server { url, chat, engine }
+}
+
+fn opts(url: &str, token: &str, name: &str) -> ConnectOptions {
+    ConnectOptions::new(url, "/chat").auth(json!({ "token": token, "name": name })).timeout(WAIT)
+}
+
+#[tokio::test]
+async fn a_client_connects_and_gets_its_acks() {
+    let s = server(Config::default()).await;
+    let client = Client::connect(opts(&s.url, "good", "ann")).await.expect("connected");
+    assert_ne!(client.sid(), client.engine_sid(), "the Socket.IO id is not the Engine.IO sid");
+    let answer = client.emit_args_with_ack("echo", vec![json!({"a": [1, "é"]}), json!(2)], WAIT).await.unwrap();
+    assert_eq!(answer, vec![json!({"a": [1, "é"]}), json!(2)]);
+    assert_eq!(s.engine.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_client_gets_the_reason() {
+    let s = server(Config::default()).await;
+    match Client::connect(opts(&s.url, "bad", "eve")).await {
+        Err(Error::ConnectRefused(payload)) => assert_eq!(payload, json!({"message": "unauthorized"})),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    match Client::connect(ConnectOptions::new(&s.url, "/nope").timeout(WAIT)).await {
+        Err(Error::ConnectRefused(payload)) => assert_eq!(payload, json!({"message": "Invalid namespace"})),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_the_room_except_the_excluded() {
+    let s = server(Config::default()).await;
+    let mut ann = Client::connect(opts(&s.url, "good", "ann")).await.unwrap();
+    let mut bob = Client::connect(opts(&s.url, "good", "bob")).await.unwrap();
+    let mut cat = Client::connect(opts(&s.url, "good", "cat")).await.unwrap();
+    for c in [&ann, &bob] {
+        assert_eq!(c.emit_with_ack("join", json!("r1"), WAIT).await.unwrap(), json!(true));
+    }
+    assert_eq!(cat.emit_with_ack("join", json!("r2"), WAIT).await.unwrap(), json!(true));
+    // ann shouts to r1: bob hears it, ann (excluded) and cat (elsewhere) do not.
+    assert_eq!(ann.emit_with_ack("shout", json!("r1"), WAIT).await.unwrap(), json!(1));
+    assert_eq!(bob.expect("heard", WAIT).await.unwrap(), json!("ann"));
+    // cat shouts to r1 from outside: both members hear it, in order after ann's.
+    assert_eq!(cat.emit_with_ack("shout", json!("r1"), WAIT).await.unwrap(), json!(2));
+    assert_eq!(bob.expect("heard", WAIT).await.unwrap(), json!("cat"));
+    assert_eq!(ann.expect("heard", WAIT).await.unwrap(), json!("cat"));
+    assert!(ann.take_buffered().is_empty());
+    assert!(matches!(cat.next_event(Duration::from_millis(200)).await, Err(Error::Timeout)));
+}
+
+#[tokio::test]
+async fn the_server_can_disconnect_a_socket() {
+    let s = server(Config::default()).await;
+    let mut ann = Client::connect(opts(&s.url, "good", "ann")).await.unwrap();
+    ann.emit("kick", json!(null)).await.unwrap();
+    assert_eq!(ann.wait_disconnect(WAIT).await.unwrap(), DisconnectKind::ServerDisconnect);
+    assert_eq!(*s.chat.gone.lock().unwrap(), vec![DisconnectReason::ServerNamespaceDisconnect]);
+}
+
+/// A raw client: the open packet, then a namespace connect, then silence (no pongs).
+#[tokio::test]
+async fn a_client_that_does_not_answer_pings_is_dropped() {
+    let config = Config {
+        ping_interval: Duration::from_millis(100),
+        ping_timeout: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let s = server(config).await;
+    let ws_url = format!("{}/socket.io/?EIO=4&transport=websocket", s.url.replace("http", "ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let open = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(open.starts_with(r#"0{"sid":""#), "{open}");
+    assert!(open.contains(r#""pingInterval":100"#), "{open}");
+    ws.send(Message::text(r#"40/chat,{"token":"good"}"#)).await.unwrap();
+    let connected = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(connected.starts_with(r#"40/chat,{"sid":""#), "{connected}");
+    let mut pings = 0;
+    let closed = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(message)) = ws.next().await {
+            match message {
+                Message::Text(t) if t.as_str() == "2" => pings += 1,
+                Message::Close(_) => return true,
+                _ => {}
+            }
+        }
+        true
+    })
+    .await
+    .expect("closed in time");
+    assert!(closed);
+    assert_eq!(pings, 1, "one ping, unanswered");
+    // The namespace saw why.
+    tokio::time::timeout(WAIT, s.chat.left.notified()).await.expect("the namespace is told");
+    assert_eq!(*s.chat.gone.lock().unwrap(), vec![DisconnectReason::PingTimeout]);
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays() {
+    let config = Config {
+        ping_interval: Duration::from_millis(50),
+        ping_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let s = server(config).await;
+    let ws_url = format!("{}/socket.io/?EIO=4&transport=websocket", s.url.replace("http", "ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws.send(Message::text(r#"40/chat,{"token":"good"}"#)).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    // Five pings, each answered: five intervals pass and the connection is still served.
+    let mut pings = 0;
+    while pings < 5 {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("a ping in time").unwrap().unwrap() {
+            Message::Text(t) if t.as_str() == "2" => {
+                pings += 1;
+                ws.send(Message::text("3")).await.unwrap();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ws.send(Message::text(r#"42/chat,7["echo","still here"]"#)).await.unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("the ack in time").unwrap().unwrap() {
+            Message::Text(t) if t.as_str() == "2" => ws.send(Message::text("3")).await.unwrap(),
+            Message::Text(t) => {
+                assert_eq!(t.as_str(), r#"43/chat,7["still here"]"#);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(s.chat.gone.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn requests_the_engine_does_not_serve_are_refused() {
+    let s = server(Config::default()).await;
+    let http = reqwest::Client::new();
+    for (query, body) in [
+        ("EIO=3&transport=websocket", r#"{"code":5,"message":"Unsupported protocol version"}"#),
+        ("EIO=4&transport=carrier-pigeon", r#"{"code":0,"message":"Transport unknown"}"#),
+        ("EIO=4&transport=websocket&sid=nope", r#"{"code":1,"message":"Session ID unknown"}"#),
+        ("EIO=4&transport=websocket", r#"{"code":3,"message":"Bad request"}"#),
+    ] {
+        let response = http.get(format!("{}/socket.io/?{query}", s.url)).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+        assert_eq!(response.text().await.unwrap(), body, "{query}");
+    }
+}
