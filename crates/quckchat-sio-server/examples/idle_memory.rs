@@ -3,10 +3,12 @@
 //!
 //! `cargo run --release --example idle_memory -- [CONNECTIONS]` starts each server in a
 //! child process (`serve-engine` / `serve-socketioxide`), opens CONNECTIONS WebSockets
-//! from this process, joins `/chat` on each, lets them sit through a ping, and prints the
-//! server's RSS growth per connection (from `/proc/PID/status`). With `TRIM=1` the engine
-//! server calls `malloc_trim` twice a second: the difference is heap fragmentation (freed
-//! handshake buffers between live connection state), not live memory.
+//! from this process, joins `/chat` on each, lets them sit idle for 12 s (through pings), and prints the
+//! server's RSS growth per connection (from `/proc/PID/status`). `NO_TRIM=1` turns off the
+//! engine's heap trim after connection storms (`Config::trim_heap`): the difference is heap
+//! fragmentation (freed handshake memory between live connection state), not live memory. The engine server
+//! answers upgrades straight from the socket (`Engine::serve_direct`); `VIA_HYPER=1` sends
+//! them through hyper instead.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -64,8 +66,9 @@ async fn measure(mode: &str, n: usize) {
     for _ in 0..n {
         ready_rx.recv().await;
     }
-    // Through a ping or two (interval 1 s in both servers).
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // Idle through several pings (interval 1 s in both servers) and past the engine's
+    // first heap trim (at most every 10 s).
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let after = rss_kib(pid);
     println!(
         "{mode:>20}: {n} idle /chat sockets, RSS {before} KiB -> {after} KiB: {:.2} KiB per connection",
@@ -92,16 +95,8 @@ async fn serve_engine() {
         fn event(&self, _: &Socket, _: &str, _: &[&RawValue], _: Option<AckSender>) {}
         fn disconnect(&self, _: &Socket, _: DisconnectReason) {}
     }
-    if std::env::var_os("TRIM").is_some() {
-        tokio::spawn(async {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                // SAFETY: malloc_trim has no preconditions.
-                unsafe { libc::malloc_trim(0) };
-            }
-        });
-    }
-    let engine = Engine::new(Config { ping_interval: Duration::from_secs(1), ..Config::default() });
+    let trim_heap = std::env::var_os("NO_TRIM").is_none();
+    let engine = Engine::new(Config { ping_interval: Duration::from_secs(1), trim_heap, ..Config::default() });
     engine.namespace("/chat", Chat);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("{}", listener.local_addr().unwrap());
@@ -109,21 +104,32 @@ async fn serve_engine() {
         let (stream, _) = listener.accept().await.unwrap();
         let _ = stream.set_nodelay(true);
         let engine = engine.clone();
+        let direct = std::env::var_os("VIA_HYPER").is_none();
+        // The task that waits for the first request is kept small (it ends with the
+        // handshake); HTTP, when needed, gets a task of its own.
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let response = engine.handle::<tokio::net::TcpStream, _>(req);
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        response.map(|b| http_body_util::Full::new(bytes::Bytes::from(b))),
-                    )
+            let stream = if direct {
+                match engine.serve_direct(stream, "/socket.io/", Box::new(())).await {
+                    Some((stream, _)) => stream,
+                    None => return,
                 }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
+            } else {
+                stream
+            };
+            tokio::spawn(serve_http(engine, stream));
         });
     }
+}
+
+async fn serve_http(engine: quckchat_sio_server::engine::Engine, stream: tokio::net::TcpStream) {
+    let service = hyper::service::service_fn(move |req| {
+        let response = engine.handle::<tokio::net::TcpStream, _>(req);
+        async move { Ok::<_, std::convert::Infallible>(response.map(|b| http_body_util::Full::new(bytes::Bytes::from(b)))) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
 }
 
 async fn serve_socketioxide() {

@@ -12,6 +12,7 @@
 //!   arguments are handed on as raw text, parsed once by whoever knows their type), with
 //!   binary attachments.
 
+pub mod direct;
 pub mod eio;
 pub mod engine;
 pub mod http;

@@ -97,6 +97,10 @@ async fn server(config: Config) -> Server {
             let (stream, _) = listener.accept().await.unwrap();
             let engine = served.clone();
             tokio::spawn(async move {
+                // Upgrades straight from the socket; anything else through hyper.
+                let Some((stream, _guard)) = engine.serve_direct(stream, "/socket.io/", Box::new(())).await else {
+                    return;
+                };
                 let service = service_fn(move |req| {
                     let response = engine.handle::<TcpStream, _>(req);
                     async move {
@@ -261,4 +265,38 @@ async fn requests_the_engine_does_not_serve_are_refused() {
         assert_eq!(response.status(), 400, "{query}");
         assert_eq!(response.text().await.unwrap(), body, "{query}");
     }
+}
+
+/// An upgrade request that arrives in two pieces is not whole when the engine peeks: it is
+/// left unread for the HTTP server, which upgrades it all the same.
+#[tokio::test]
+async fn an_upgrade_split_across_segments_goes_through_the_http_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server(Config::default()).await;
+    let addr = s.url.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let request = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let (first, rest) = request.split_at(40);
+    tcp.write_all(first.as_bytes()).await.unwrap();
+    tcp.flush().await.unwrap();
+    // The server has had a chance to peek at the first piece alone: wait until it
+    // answers nothing to it, then send the rest.
+    let mut probe = [0u8; 1];
+    assert!(tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut probe)).await.is_err());
+    tcp.write_all(rest.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(WAIT, tcp.read_exact(&mut byte)).await.unwrap().unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    // The engine's open packet follows: a text frame starting `0{"sid":`.
+    let mut frame = [0u8; 10];
+    tokio::time::timeout(WAIT, tcp.read_exact(&mut frame)).await.unwrap().unwrap();
+    assert_eq!(frame[0], 0x81);
+    assert_eq!(&frame[2..10], br#"0{"sid":"#);
 }
