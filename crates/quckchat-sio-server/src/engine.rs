@@ -106,6 +106,19 @@ pub trait Namespace: Send + Sync + 'static {
     fn disconnect(&self, socket: &Socket, reason: DisconnectReason);
 }
 
+/// A namespace shared with other owners (for example one that holds the engine).
+impl<T: Namespace> Namespace for Arc<T> {
+    fn connect(&self, socket: Socket, auth: Option<String>) -> BoxFuture<Result<(), Refusal>> {
+        (**self).connect(socket, auth)
+    }
+    fn event(&self, socket: &Socket, event: &str, args: &[&RawValue], ack: Option<AckSender>) {
+        (**self).event(socket, event, args, ack);
+    }
+    fn disconnect(&self, socket: &Socket, reason: DisconnectReason) {
+        (**self).disconnect(socket, reason);
+    }
+}
+
 /// One Engine.IO connection.
 struct Conn {
     /// Engine.IO session id.

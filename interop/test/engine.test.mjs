@@ -1,0 +1,124 @@
+// QuckChat's own Engine.IO / Socket.IO engine (crates/quckchat-sio-server, issue 12)
+// against npm's real socket.io-client 4.x, over WebSocket: the engine's example server
+// (`examples/echo_server.rs`) serves a test namespace. What the engine does not do yet
+// (long-polling, Engine.IO v3, binary) is not tested here.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, afterEach, before, test } from 'node:test';
+import { io } from 'socket.io-client';
+
+import { INTEROP_DIR } from './helpers.mjs';
+
+const BIN = process.env.ENGINE_ECHO_BIN
+  ? path.resolve(process.env.ENGINE_ECHO_BIN)
+  : path.resolve(INTEROP_DIR, '..', 'target', 'debug', 'examples', 'echo_server');
+const T = { timeout: 30_000 };
+const WAIT_MS = 5_000;
+
+let child;
+let url;
+const sockets = [];
+
+before(async () => {
+  child = spawn(BIN, [], {
+    env: { ...process.env, PING_INTERVAL_MS: '200', PING_TIMEOUT_MS: '2000' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listening line from ${BIN}`)), 20_000);
+    child.once('error', reject);
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      const m = /^engine listening on (http:\/\/\S+)$/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+  });
+});
+
+afterEach(() => {
+  while (sockets.length) sockets.pop().close();
+});
+
+after(() => child?.kill());
+
+/** Rejects after `ms` unless `promise` settles first. */
+function within(promise, what, ms = WAIT_MS) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A v4 client on /chat over WebSocket only; resolves once connected. */
+async function connect(auth) {
+  const socket = io(`${url}/chat`, { transports: ['websocket'], auth, reconnection: false, forceNew: true });
+  sockets.push(socket);
+  await within(
+    new Promise((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('connect_error', reject);
+    }),
+    'connect',
+  );
+  return socket;
+}
+
+test('connects, keeps its own Socket.IO id, and gets acks', T, async () => {
+  const socket = await connect({ token: 'good', name: 'ann' });
+  assert.ok(socket.id);
+  assert.notEqual(socket.id, socket.io.engine.id, 'the Socket.IO id is not the Engine.IO sid');
+  const answer = await within(socket.timeout(WAIT_MS).emitWithAck('echo', { a: [1, 'é'] }, 2), 'echo ack');
+  assert.deepEqual(answer, { a: [1, 'é'] });
+});
+
+test('a refused connection shows the reason in connect_error', T, async () => {
+  await assert.rejects(connect({ token: 'bad' }), (err) => {
+    assert.equal(err.message, 'unauthorized');
+    return true;
+  });
+});
+
+test('a broadcast reaches the room except the sender', T, async () => {
+  const ann = await connect({ token: 'good', name: 'ann' });
+  const bob = await connect({ token: 'good', name: 'bob' });
+  for (const s of [ann, bob]) assert.equal(await s.timeout(WAIT_MS).emitWithAck('join', 'r1'), true);
+  const heard = within(new Promise((resolve) => bob.once('heard', resolve)), 'heard');
+  let annHeard = false;
+  ann.on('heard', () => {
+    annHeard = true;
+  });
+  assert.equal(await ann.timeout(WAIT_MS).emitWithAck('shout', 'r1'), 1);
+  assert.equal(await heard, 'ann');
+  // A round trip after the broadcast: anything ann was sent would have arrived before it.
+  await ann.timeout(WAIT_MS).emitWithAck('echo', 'barrier');
+  assert.equal(annHeard, false);
+});
+
+test('the server disconnects a socket: the client sees "io server disconnect"', T, async () => {
+  const socket = await connect({ token: 'good', name: 'ann' });
+  const reason = within(new Promise((resolve) => socket.once('disconnect', resolve)), 'disconnect');
+  socket.emit('kick');
+  assert.equal(await reason, 'io server disconnect');
+});
+
+test('heartbeats: the client answers the pings and stays connected', T, async () => {
+  const socket = await connect({ token: 'good', name: 'ann' });
+  let pings = 0;
+  await within(
+    new Promise((resolve) => {
+      socket.io.engine.on('ping', () => {
+        pings += 1;
+        if (pings === 3) resolve();
+      });
+    }),
+    'three pings',
+  );
+  assert.equal(socket.connected, true);
+  assert.deepEqual(await socket.timeout(WAIT_MS).emitWithAck('echo', 'still here'), 'still here');
+});
