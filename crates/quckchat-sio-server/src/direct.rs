@@ -14,6 +14,7 @@ use std::any::Any;
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::engine::Engine;
@@ -84,20 +85,29 @@ impl Engine {
         path: &str,
         guard: Box<dyn Any + Send>,
     ) -> Option<(TcpStream, Box<dyn Any + Send>)> {
-        if stream.readable().await.is_err() {
-            return None;
-        }
-        let first = with_scratch(|scratch| {
-            // socket2's `peek` takes possibly uninitialised memory; ours is initialised.
-            // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and `peek` only
-            // writes initialised bytes into it, so `scratch` stays valid `[u8]`.
-            let uninit: &mut [MaybeUninit<u8>] =
-                unsafe { &mut *(std::ptr::from_mut::<[u8]>(scratch) as *mut [MaybeUninit<u8>]) };
-            match socket2::SockRef::from(&stream).peek(uninit) {
-                Ok(n) => classify(&scratch[..n], path),
-                Err(_) => First::Other,
+        // Readiness can be reported before the bytes are there: a peek that would block
+        // clears it (through `try_io`) and the wait goes on.
+        let first = loop {
+            if stream.readable().await.is_err() {
+                return None;
             }
-        });
+            let peeked = stream.try_io(Interest::READABLE, || {
+                with_scratch(|scratch| {
+                    // socket2's `peek` takes possibly uninitialised memory; ours is initialised.
+                    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and `peek`
+                    // only writes initialised bytes into it, so `scratch` stays valid `[u8]`.
+                    let uninit: &mut [MaybeUninit<u8>] =
+                        unsafe { &mut *(std::ptr::from_mut::<[u8]>(scratch) as *mut [MaybeUninit<u8>]) };
+                    let n = socket2::SockRef::from(&stream).peek(uninit)?;
+                    Ok(classify(&scratch[..n], path))
+                })
+            });
+            match peeked {
+                Ok(first) => break first,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return None,
+            }
+        };
         match first {
             First::Closed => None,
             First::Other => Some((stream, guard)),

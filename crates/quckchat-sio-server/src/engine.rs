@@ -14,7 +14,7 @@ use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -135,6 +135,8 @@ struct Conn {
     closed_by: OnceLock<DisconnectReason>,
     /// A namespace connected at least once (the connect timeout no longer applies).
     joined: AtomicBool,
+    /// The connection has ended: a socket whose connect handler answers later is not added.
+    ended: AtomicBool,
 }
 
 impl Conn {
@@ -158,8 +160,17 @@ struct SocketInner {
     conn: Arc<Conn>,
     data: OnceLock<Box<dyn Any + Send + Sync>>,
     rooms: Mutex<Vec<Arc<str>>>,
-    connected: AtomicBool,
+    /// [`CONNECTING`], [`CONNECTED`] or [`GONE`].
+    state: AtomicU8,
 }
+
+/// The connect handler has not answered yet: the socket may join rooms, but receives no
+/// broadcast (it is not in its namespace's index) until its CONNECT has been sent.
+const CONNECTING: u8 = 0;
+/// In its namespace.
+const CONNECTED: u8 = 1;
+/// Left, refused, or its connection ended.
+const GONE: u8 = 2;
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,7 +206,7 @@ impl Socket {
 
     /// Whether the socket is still in its namespace.
     pub fn connected(&self) -> bool {
-        self.0.connected.load(Ordering::Acquire)
+        self.0.state.load(Ordering::Acquire) == CONNECTED
     }
 
     /// Sends an event to this socket; `args` is the JSON of the arguments without
@@ -214,7 +225,7 @@ impl Socket {
 
     /// Joins a room of its namespace.
     pub fn join(&self, room: &str) {
-        if !self.connected() {
+        if self.0.state.load(Ordering::Acquire) == GONE {
             return;
         }
         let room = self.0.ns.join(room, &self.0.id);
@@ -249,9 +260,11 @@ impl Socket {
         }
     }
 
-    /// Leaves the namespace once: rooms, the namespace's index, the handler told.
+    /// Leaves the namespace once: rooms, the namespace's index, the connection's list; the
+    /// handler is told when the socket had connected. `true` when it had.
     fn leave_namespace(&self, reason: DisconnectReason) -> bool {
-        if !self.0.connected.swap(false, Ordering::AcqRel) {
+        let was = self.0.state.swap(GONE, Ordering::AcqRel);
+        if was == GONE {
             return false;
         }
         let rooms = std::mem::take(&mut *self.rooms());
@@ -260,8 +273,10 @@ impl Socket {
         }
         self.0.ns.sockets_write().remove(&*self.0.id);
         self.0.conn.sockets().retain(|s| !Arc::ptr_eq(&s.0, &self.0));
-        self.0.ns.handler.disconnect(self, reason);
-        true
+        if was == CONNECTED {
+            self.0.ns.handler.disconnect(self, reason);
+        }
+        was == CONNECTED
     }
 }
 
@@ -465,6 +480,7 @@ impl Engine {
             sockets: Mutex::new(Vec::new()),
             closed_by: OnceLock::new(),
             joined: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         });
         let config = &self.shared.config;
         let open = eio::Handshake {
@@ -490,7 +506,11 @@ impl Engine {
             Ended::SlowConsumer => DisconnectReason::SlowConsumer,
             Ended::Protocol(_) | Ended::Io(_) => DisconnectReason::TransportError,
         });
-        let sockets = std::mem::take(&mut *conn.sockets());
+        let sockets = {
+            let mut sockets = conn.sockets();
+            conn.ended.store(true, Ordering::Release);
+            std::mem::take(&mut *sockets)
+        };
         for socket in sockets {
             socket.leave_namespace(reason);
         }
@@ -556,20 +576,41 @@ impl Engine {
             conn: conn.clone(),
             data: OnceLock::new(),
             rooms: Mutex::new(Vec::new()),
-            connected: AtomicBool::new(false),
+            state: AtomicU8::new(CONNECTING),
         }));
         let decided = ns.handler.connect(socket.clone(), auth);
         tokio::spawn(async move {
             let mut out = vec![b'4'];
             match decided.await {
                 Ok(()) => {
-                    socket.0.connected.store(true, Ordering::Release);
-                    ns.sockets_write().insert(socket.0.id.clone(), socket.clone());
-                    conn.sockets().push(socket.clone());
+                    {
+                        let mut sockets = conn.sockets();
+                        if conn.ended.load(Ordering::Acquire) {
+                            drop(sockets);
+                            socket.leave_namespace(DisconnectReason::TransportClose);
+                            return;
+                        }
+                        sockets.push(socket.clone());
+                    }
+                    // CONNECT first, then into the index broadcasts read: no event can
+                    // reach the client before it knows it is in the namespace.
                     sio::write_header(&mut out, Kind::Connect, &ns.path, 0, None);
                     out.extend_from_slice(format!(r#"{{"sid":"{}"}}"#, socket.0.id).as_bytes());
+                    let _ = conn.transport.send(ws_text(out));
+                    let mut index = ns.sockets_write();
+                    // Left meanwhile (its connection ended): not added.
+                    if socket
+                        .0
+                        .state
+                        .compare_exchange(CONNECTING, CONNECTED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        index.insert(socket.0.id.clone(), socket.clone());
+                    }
+                    return;
                 }
                 Err(refusal) => {
+                    socket.leave_namespace(DisconnectReason::ServerNamespaceDisconnect);
                     sio::write_header(&mut out, Kind::ConnectError, &ns.path, 0, None);
                     let message = serde_json::to_string(&refusal.message).unwrap_or_else(|_| "\"refused\"".into());
                     match refusal.data {

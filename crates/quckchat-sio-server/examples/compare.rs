@@ -1,0 +1,237 @@
+//! This engine beside bare socketioxide, one server process each (pinned to core 0 when
+//! `taskset` is there), driven from this process the same way:
+//!
+//! - `compare idle N`: opens N WebSockets, joins `/chat` on each (every socket joins room
+//!   `r`), lets them sit idle for 12 s (through pings, past the engine's first heap trim)
+//!   and prints the server's RSS growth per connection (`/proc/PID/status`).
+//! - `compare fanout ROOM RATE SECONDS`: ROOM sockets in room `r`; one more socket sends
+//!   `shout` RATE times a second for SECONDS; each is broadcast to the room. Prints the
+//!   server's CPU time (`/proc/PID/stat`) per delivery and checks every delivery arrived.
+//!
+//! `NO_TRIM=1` turns off the engine's heap trim after connection storms
+//! (`Config::trim_heap`): the difference is heap fragmentation, not live memory.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const SERVERS: [&str; 2] = ["serve-engine", "serve-socketioxide"];
+
+fn proc_field(pid: u32, file: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_field(pid, "status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = proc_field(pid, "stat");
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3, utime 14 and stime 15 (1-based, name is 2).
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
+fn spawn(mode: &str) -> (Child, String) {
+    let exe = std::env::current_exe().expect("own path");
+    let pinned = Command::new("taskset").arg("-V").output().is_ok();
+    let mut command = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let mut child = command.arg(mode).stdout(Stdio::piped()).spawn().expect("server process");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("address");
+    (child, line.trim().to_string())
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A socket on `/chat`, past its CONNECT.
+async fn join(addr: &str) -> Ws {
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+    ws.next().await.expect("open").expect("open");
+    ws.send(Message::text(r#"40/chat,{"token":"t"}"#)).await.expect("send");
+    ws.next().await.expect("connected").expect("connected");
+    ws
+}
+
+/// Reads until closed, answering pings and counting `heard` events.
+async fn receive(mut ws: Ws, heard: Arc<AtomicU64>) {
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m {
+            if t.as_str() == "2" {
+                let _ = ws.send(Message::text("3")).await;
+            } else if t.as_str().starts_with(r#"42/chat,["heard""#) {
+                heard.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+async fn idle(mode: &str, n: usize) {
+    let (mut child, addr) = spawn(mode);
+    let pid = child.id();
+    let before = rss_kib(pid);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(n);
+    let heard = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (addr, ready, heard) = (addr.clone(), ready_tx.clone(), heard.clone());
+        tasks.push(tokio::spawn(async move {
+            let ws = join(&addr).await;
+            let _ = ready.send(()).await;
+            receive(ws, heard).await;
+        }));
+    }
+    for _ in 0..n {
+        ready_rx.recv().await;
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let after = rss_kib(pid);
+    println!(
+        "{mode:>20}: {n} idle /chat sockets, RSS {before} KiB -> {after} KiB: {:.2} KiB per connection",
+        after.saturating_sub(before) as f64 / n as f64
+    );
+    tasks.iter().for_each(|t| t.abort());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn fanout(mode: &str, room: usize, rate: u64, seconds: u64) {
+    let (mut child, addr) = spawn(mode);
+    let pid = child.id();
+    let heard = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..room {
+        let ws = join(&addr).await;
+        tasks.push(tokio::spawn(receive(ws, heard.clone())));
+    }
+    let mut sender = join(&addr).await;
+    let total = rate * seconds;
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let mut timer = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    for i in 0..total {
+        timer.tick().await;
+        let text = format!(r#"42/chat,["shout",{{"n":{i},"text":"hello, room"}}]"#);
+        sender.send(Message::text(text)).await.expect("shout");
+    }
+    let expected = total * room as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while heard.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let got = heard.load(Ordering::Relaxed);
+    println!(
+        "{mode:>20}: room {room}, {rate}/s for {seconds} s: {got}/{expected} delivered in {:.1} s, server CPU {cpu:.2} s = {:.2} µs per delivery",
+        started.elapsed().as_secs_f64(),
+        cpu * 1e6 / got.max(1) as f64
+    );
+    tasks.iter().for_each(|t| t.abort());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn serve_engine() {
+    use quckchat_sio_server::engine::{
+        AckSender, BoxFuture, Broadcast, Config, DisconnectReason, Engine, Namespace, Refusal, Socket,
+    };
+    use serde_json::value::RawValue;
+    struct Chat(std::sync::OnceLock<Engine>);
+    impl Namespace for Chat {
+        fn connect(&self, socket: Socket, _auth: Option<String>) -> BoxFuture<Result<(), Refusal>> {
+            Box::pin(async move {
+                socket.set_data(0u64);
+                socket.join("r");
+                Ok(())
+            })
+        }
+        fn event(&self, socket: &Socket, event: &str, args: &[&RawValue], _: Option<AckSender>) {
+            if let (Some(engine), "shout", Some(payload)) = (self.0.get(), event, args.first()) {
+                let to = Broadcast { rooms: vec!["r".into()], except: Vec::new() };
+                engine.broadcast(socket.namespace(), &to, "heard", payload.get());
+            }
+        }
+        fn disconnect(&self, _: &Socket, _: DisconnectReason) {}
+    }
+    let trim_heap = std::env::var_os("NO_TRIM").is_none();
+    let engine = Engine::new(Config { ping_interval: Duration::from_secs(1), trim_heap, ..Config::default() });
+    let chat = Arc::new(Chat(std::sync::OnceLock::new()));
+    let _ = chat.0.set(engine.clone());
+    engine.namespace("/chat", chat);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    println!("{}", listener.local_addr().expect("address"));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let engine = engine.clone();
+        // The task that waits for the first request ends with the handshake.
+        tokio::spawn(async move {
+            if let Some((stream, _)) = engine.serve_direct(stream, "/socket.io/", Box::new(())).await {
+                eprintln!("not an upgrade the engine takes directly");
+                drop(stream);
+            }
+        });
+    }
+}
+
+async fn serve_socketioxide() {
+    use socketioxide::extract::{Data, SocketRef};
+    let (layer, io) = socketioxide::SocketIo::builder().ping_interval(Duration::from_secs(1)).build_layer();
+    io.ns("/chat", async |socket: SocketRef| {
+        socket.extensions.insert(0u64);
+        socket.join("r");
+        socket.on("shout", async |socket: SocketRef, Data::<serde_json::Value>(payload)| {
+            let _ = socket.within("r").emit("heard", &payload).await;
+        });
+    });
+    let app = axum::Router::new().layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    println!("{}", listener.local_addr().expect("address"));
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).await.expect("serve");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize, default: u64| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let current = || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let clients = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    match args.first().map(String::as_str) {
+        // Servers run on one thread, as a pinned production server would.
+        Some("serve-engine") => current().block_on(serve_engine()),
+        Some("serve-socketioxide") => current().block_on(serve_socketioxide()),
+        Some("idle") => clients().block_on(async {
+            for mode in SERVERS {
+                idle(mode, num(1, 5000) as usize).await;
+            }
+        }),
+        Some("fanout") => clients().block_on(async {
+            for mode in SERVERS {
+                fanout(mode, num(1, 100) as usize, num(2, 200), num(3, 5)).await;
+            }
+        }),
+        _ => eprintln!("usage: compare idle N | compare fanout ROOM RATE SECONDS"),
+    }
+}
