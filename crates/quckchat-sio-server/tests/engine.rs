@@ -300,3 +300,22 @@ async fn an_upgrade_split_across_segments_goes_through_the_http_server() {
     assert_eq!(frame[0], 0x81);
     assert_eq!(&frame[2..10], br#"0{"sid":"#);
 }
+
+/// A whole upgrade request is taken by the engine itself (no HTTP server involved).
+#[tokio::test]
+async fn a_whole_upgrade_is_answered_straight_from_the_socket() {
+    let engine = Engine::new(Config::default());
+    engine.namespace("/chat", Chat::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::spawn(async move {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("upgraded");
+        ws.next().await.unwrap().unwrap().into_text().unwrap().to_string()
+    });
+    let (stream, _) = listener.accept().await.unwrap();
+    let left = engine.serve_direct(stream, "/socket.io/", Box::new(())).await;
+    assert!(left.is_none(), "taken by the engine, not handed to HTTP");
+    let open = tokio::time::timeout(WAIT, client).await.unwrap().unwrap();
+    assert!(open.starts_with(r#"0{"sid":""#), "{open}");
+}
