@@ -87,27 +87,33 @@ impl Engine {
     ) -> Option<(TcpStream, Box<dyn Any + Send>)> {
         // Readiness can be reported before the bytes are there: a peek that would block
         // clears it (through `try_io`) and the wait goes on.
-        let first = loop {
-            if stream.readable().await.is_err() {
-                return None;
+        let waited = tokio::time::timeout(self.config().first_request_timeout, async {
+            loop {
+                if stream.readable().await.is_err() {
+                    break First::Closed;
+                }
+                let peeked = stream.try_io(Interest::READABLE, || {
+                    with_scratch(|scratch| {
+                        // socket2's `peek` takes possibly uninitialised memory; ours is initialised.
+                        // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and `peek`
+                        // only writes initialised bytes into it, so `scratch` stays valid `[u8]`.
+                        let uninit: &mut [MaybeUninit<u8>] =
+                            unsafe { &mut *(std::ptr::from_mut::<[u8]>(scratch) as *mut [MaybeUninit<u8>]) };
+                        let n = socket2::SockRef::from(&stream).peek(uninit)?;
+                        Ok(classify(&scratch[..n], path))
+                    })
+                });
+                match peeked {
+                    Ok(first) => break first,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break First::Closed,
+                }
             }
-            let peeked = stream.try_io(Interest::READABLE, || {
-                with_scratch(|scratch| {
-                    // socket2's `peek` takes possibly uninitialised memory; ours is initialised.
-                    // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and `peek`
-                    // only writes initialised bytes into it, so `scratch` stays valid `[u8]`.
-                    let uninit: &mut [MaybeUninit<u8>] =
-                        unsafe { &mut *(std::ptr::from_mut::<[u8]>(scratch) as *mut [MaybeUninit<u8>]) };
-                    let n = socket2::SockRef::from(&stream).peek(uninit)?;
-                    Ok(classify(&scratch[..n], path))
-                })
-            });
-            match peeked {
-                Ok(first) => break first,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return None,
-            }
-        };
+        })
+        .await;
+        // A connection that sends nothing in time is closed (it holds a descriptor, and
+        // the caller's place under its connection cap).
+        let Ok(first) = waited else { return None };
         match first {
             First::Closed => None,
             First::Other => Some((stream, guard)),

@@ -51,6 +51,8 @@ pub struct Config {
     /// without, 3.4 KiB with). Upgrades taken by [`Engine::serve_direct`] leave no such
     /// holes (2.4 KiB either way). No effect on other platforms.
     pub trim_heap: bool,
+    /// How long [`Engine::serve_direct`] waits for a connection's first request.
+    pub first_request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             send_budget: 4 << 20,
             connect_timeout: Duration::from_secs(45),
             trim_heap: true,
+            first_request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -139,9 +142,15 @@ struct Conn {
     joined: AtomicBool,
     /// The connection has ended: a socket whose connect handler answers later is not added.
     ended: AtomicBool,
+    /// Namespaces whose connect handler is running for this connection.
+    pending: Mutex<Vec<Arc<NsEntry>>>,
 }
 
 impl Conn {
+    fn pending(&self) -> MutexGuard<'_, Vec<Arc<NsEntry>>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn sockets(&self) -> MutexGuard<'_, Vec<Socket>> {
         self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -227,14 +236,13 @@ impl Socket {
 
     /// Joins a room of its namespace.
     pub fn join(&self, room: &str) {
-        if self.0.state.load(Ordering::Acquire) == GONE {
+        // Under the socket's rooms lock, which leaving takes to mark the socket gone: a
+        // join cannot slip in after the rooms were emptied.
+        let mut rooms = self.rooms();
+        if self.0.state.load(Ordering::Acquire) == GONE || rooms.iter().any(|r| &**r == room) {
             return;
         }
-        let room = self.0.ns.join(room, &self.0.id);
-        let mut rooms = self.rooms();
-        if !rooms.iter().any(|r| **r == *room) {
-            rooms.push(room);
-        }
+        rooms.push(self.0.ns.join(room, &self.0.id));
     }
 
     /// Leaves a room.
@@ -265,11 +273,13 @@ impl Socket {
     /// Leaves the namespace once: rooms, the namespace's index, the connection's list; the
     /// handler is told when the socket had connected. `true` when it had.
     fn leave_namespace(&self, reason: DisconnectReason) -> bool {
-        let was = self.0.state.swap(GONE, Ordering::AcqRel);
+        let (was, rooms) = {
+            let mut rooms = self.rooms();
+            (self.0.state.swap(GONE, Ordering::AcqRel), std::mem::take(&mut *rooms))
+        };
         if was == GONE {
             return false;
         }
-        let rooms = std::mem::take(&mut *self.rooms());
         for room in rooms {
             self.0.ns.leave(&room, &self.0.id);
         }
@@ -420,6 +430,11 @@ impl Engine {
         self.shared.namespaces.write().unwrap_or_else(PoisonError::into_inner).insert(path.into(), entry);
     }
 
+    /// The engine's settings.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
     fn ns(&self, path: &str) -> Option<Arc<NsEntry>> {
         self.shared.namespaces.read().unwrap_or_else(PoisonError::into_inner).get(path).cloned()
     }
@@ -483,6 +498,7 @@ impl Engine {
             closed_by: OnceLock::new(),
             joined: AtomicBool::new(false),
             ended: AtomicBool::new(false),
+            pending: Mutex::new(Vec::new()),
         });
         let config = &self.shared.config;
         let open = eio::Handshake {
@@ -504,7 +520,8 @@ impl Engine {
         self.shared.churn.fetch_add(1, Ordering::Relaxed);
         let reason = conn.closed_by.get().copied().unwrap_or(match ended {
             Ended::ClientClosed => DisconnectReason::TransportClose,
-            Ended::ServerClosed => DisconnectReason::ServerShuttingDown,
+            // Every close of the server's own sets its reason first; this is the fallback.
+            Ended::ServerClosed => DisconnectReason::TransportClose,
             Ended::SlowConsumer => DisconnectReason::SlowConsumer,
             Ended::Protocol(_) | Ended::Io(_) => DisconnectReason::TransportError,
         });
@@ -541,6 +558,17 @@ impl Engine {
                     let _ = conn.transport.send(ws_text(out));
                     return Ok(());
                 };
+                // One socket per namespace and connection: a CONNECT for a namespace joined
+                // or being joined is ignored (each would run the connect handler again).
+                {
+                    let mut pending = conn.pending();
+                    if pending.iter().any(|p| Arc::ptr_eq(p, &ns))
+                        || conn.sockets().iter().any(|s| Arc::ptr_eq(&s.0.ns, &ns))
+                    {
+                        return Ok(());
+                    }
+                    pending.push(ns.clone());
+                }
                 let auth = (!packet.data.is_empty()).then(|| packet.data.to_string());
                 self.connect(conn.clone(), ns, auth);
                 Ok(())
@@ -571,7 +599,6 @@ impl Engine {
 
     /// Runs a namespace's connect handler and, when it accepts, adds the socket.
     fn connect(&self, conn: Arc<Conn>, ns: Arc<NsEntry>, auth: Option<String>) {
-        conn.joined.store(true, Ordering::Release);
         let socket = Socket(Arc::new(SocketInner {
             id: random_id().into(),
             ns: ns.clone(),
@@ -583,31 +610,35 @@ impl Engine {
         let decided = ns.handler.connect(socket.clone(), auth);
         tokio::spawn(async move {
             let mut out = vec![b'4'];
-            match decided.await {
+            let decided = decided.await;
+            conn.pending().retain(|p| !Arc::ptr_eq(p, &ns));
+            match decided {
                 Ok(()) => {
-                    {
-                        let mut sockets = conn.sockets();
-                        if conn.ended.load(Ordering::Acquire) {
-                            drop(sockets);
-                            socket.leave_namespace(DisconnectReason::TransportClose);
-                            return;
-                        }
-                        sockets.push(socket.clone());
+                    // All at once under the namespace's index and the connection's list
+                    // (the order every other path takes them in): CONNECT is queued before
+                    // anything else can be sent to the socket (an event is routed to it,
+                    // a broadcast finds it, only once it is in both).
+                    let mut index = ns.sockets_write();
+                    let mut sockets = conn.sockets();
+                    let ended = conn.ended.load(Ordering::Acquire);
+                    if socket.0.state.load(Ordering::Acquire) == GONE {
+                        // The application disconnected it from its own connect handler.
+                        return;
                     }
-                    // CONNECT first, then into the index broadcasts read: no event can
-                    // reach the client before it knows it is in the namespace.
                     sio::write_header(&mut out, Kind::Connect, &ns.path, 0, None);
                     out.extend_from_slice(format!(r#"{{"sid":"{}"}}"#, socket.0.id).as_bytes());
-                    let _ = conn.transport.send(ws_text(out));
-                    let mut index = ns.sockets_write();
-                    // Left meanwhile (its connection ended): not added.
-                    if socket
-                        .0
-                        .state
-                        .compare_exchange(CONNECTING, CONNECTED, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
+                    if !ended {
+                        let _ = conn.transport.send(ws_text(out));
+                        sockets.push(socket.clone());
                         index.insert(socket.0.id.clone(), socket.clone());
+                        conn.joined.store(true, Ordering::Release);
+                    }
+                    socket.0.state.store(CONNECTED, Ordering::Release);
+                    drop((sockets, index));
+                    if ended {
+                        // The connection ended while the handler ran: the application,
+                        // which accepted the socket, is told it went.
+                        socket.leave_namespace(DisconnectReason::TransportClose);
                     }
                     return;
                 }
@@ -639,17 +670,25 @@ impl Inbound for ConnInbound {
             Ok(EioPacket::Pong(_)) => self.conn.ping_sent_ms.store(0, Ordering::Release),
             Ok(EioPacket::Message(packet)) => {
                 if let Err(why) = self.engine.on_packet(&self.conn, packet) {
+                    let _ = self.conn.closed_by.set(DisconnectReason::TransportError);
                     transport.close(1008, why);
                 }
             }
-            Ok(EioPacket::Close) => transport.close(1000, ""),
+            Ok(EioPacket::Close) => {
+                let _ = self.conn.closed_by.set(DisconnectReason::TransportClose);
+                transport.close(1000, "");
+            }
             // A v4 client does not ping; a probe belongs to the upgrade (polling, later).
             Ok(EioPacket::Ping(_) | EioPacket::Noop | EioPacket::Upgrade | EioPacket::Open) => {}
-            Ok(EioPacket::Binary(_)) | Err(_) => transport.close(1008, "malformed Engine.IO packet"),
+            Ok(EioPacket::Binary(_)) | Err(_) => {
+                let _ = self.conn.closed_by.set(DisconnectReason::TransportError);
+                transport.close(1008, "malformed Engine.IO packet");
+            }
         }
     }
 
     fn binary(&mut self, transport: &Transport, _data: &[u8]) {
+        let _ = self.conn.closed_by.set(DisconnectReason::TransportError);
         transport.close(1003, "binary attachments are not supported yet");
     }
 }
@@ -660,7 +699,10 @@ impl Inbound for ConnInbound {
 async fn sweep(shared: Weak<Shared>) {
     let tick = {
         let Some(shared) = shared.upgrade() else { return };
-        (shared.config.ping_interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        // Fine enough that a ping is never late by more than a quarter of the shorter of
+        // the two delays the client's own timer adds up.
+        (shared.config.ping_interval.min(shared.config.ping_timeout) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
     };
     let ping = ws_text(b"2".to_vec());
     let mut timer = tokio::time::interval(tick);

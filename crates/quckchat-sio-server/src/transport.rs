@@ -29,6 +29,14 @@ const SCRATCH: usize = 64 * 1024;
 /// Frames written per `writev` call at most.
 const MAX_IOVECS: usize = 64;
 
+/// Bytes read per wake-up at most before the task yields: a client that sends faster
+/// than its messages are handled must not hold the thread (other connections, the
+/// heartbeat, its own close all wait on it otherwise).
+const READ_PER_WAKE: usize = 4 * SCRATCH;
+
+/// How long a closing connection may take to write what was queued before it.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 thread_local! {
     /// The read buffer every connection served on this thread shares.
     static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
@@ -93,13 +101,22 @@ pub struct Transport {
     /// Wakes the connection's task: something was queued, or the connection is closing.
     wake: Notify,
     budget: usize,
+    /// Mirrors `outbox.closing.is_some()`, read per message without the lock: once set, no
+    /// more messages are delivered.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Transport {
     /// A transport over an upgraded stream; `budget`: the most bytes queued for a client
     /// that does not read.
     pub fn new(stream: TcpStream, budget: usize) -> Self {
-        Self { stream, outbox: Mutex::new(Outbox::default()), wake: Notify::new(), budget }
+        Self {
+            stream,
+            outbox: Mutex::new(Outbox::default()),
+            wake: Notify::new(),
+            budget,
+            closing: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     fn outbox(&self) -> MutexGuard<'_, Outbox> {
@@ -132,6 +149,7 @@ impl Transport {
                 }
                 Err(e) => {
                     out.closing = Some(Ended::Io(e.kind()));
+                    self.closing.store(true, std::sync::atomic::Ordering::Release);
                     drop(out);
                     self.wake.notify_one();
                     return Err(SendError::Closed);
@@ -143,6 +161,7 @@ impl Transport {
         }
         if out.bytes + frame.len() > self.budget {
             out.closing = Some(Ended::SlowConsumer);
+            self.closing.store(true, std::sync::atomic::Ordering::Release);
             drop(out);
             self.wake.notify_one();
             return Err(SendError::SlowConsumer);
@@ -161,6 +180,7 @@ impl Transport {
             out.bytes += frame.len();
             out.queue.push_back(frame);
             out.closing = Some(Ended::ServerClosed);
+            self.closing.store(true, std::sync::atomic::Ordering::Release);
         }
         drop(out);
         self.wake.notify_one();
@@ -230,17 +250,19 @@ impl Transport {
                 biased;
                 ready = self.stream.writable(), if want_write => {
                     if let Err(e) = ready.and_then(|()| self.flush()) {
-                        return Ended::Io(e.kind());
+                        return self.finish(Ended::Io(e.kind())).await;
                     }
                 }
                 () = self.wake.notified() => {}
                 ready = self.stream.readable() => {
                     if let Err(e) = ready {
-                        return Ended::Io(e.kind());
+                        return self.finish(Ended::Io(e.kind())).await;
                     }
                     match self.read_some(&mut decoder, &mut pending, inbound) {
-                        Ok(true) => {}
-                        Ok(false) => return Ended::ClientClosed,
+                        Ok(Read::Drained) => {}
+                        // Read its share: let the other tasks of this thread run.
+                        Ok(Read::More) => tokio::task::yield_now().await,
+                        Ok(Read::Eof) => return self.finish(Ended::ClientClosed).await,
                         Err(ended) => return self.finish(ended).await,
                     }
                 }
@@ -248,16 +270,23 @@ impl Transport {
         }
     }
 
-    /// Reads what is there and delivers whole messages. `Ok(false)`: end of stream.
+    /// Reads what is there, up to [`READ_PER_WAKE`], and delivers whole messages.
     fn read_some(
         &self,
         decoder: &mut Decoder,
         pending: &mut Vec<u8>,
         inbound: &mut dyn Inbound,
-    ) -> Result<bool, Ended> {
+    ) -> Result<Read, Ended> {
         SCRATCH_BUF.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
+            let mut taken = 0;
             loop {
+                if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                    return Ok(Read::Drained);
+                }
+                if taken >= READ_PER_WAKE {
+                    return Ok(Read::More);
+                }
                 // A partial frame keeps its own buffer; otherwise read into the scratch.
                 let read = if pending.is_empty() {
                     self.stream.try_read(&mut scratch[..])
@@ -269,8 +298,9 @@ impl Transport {
                     read
                 };
                 match read {
-                    Ok(0) => return Ok(false),
+                    Ok(0) => return Ok(Read::Eof),
                     Ok(n) => {
+                        taken += n;
                         if pending.is_empty() {
                             let used = self.deliver_from(decoder, &mut scratch[..n], inbound)?;
                             if used < n {
@@ -280,7 +310,7 @@ impl Transport {
                             self.deliver(decoder, pending, inbound)?;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Read::Drained),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(Ended::Io(e.kind())),
                 }
@@ -303,6 +333,10 @@ impl Transport {
     fn deliver_from(&self, decoder: &mut Decoder, buf: &mut [u8], inbound: &mut dyn Inbound) -> Result<usize, Ended> {
         let mut at = 0;
         loop {
+            // The server is closing this connection: nothing more is handled.
+            if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(at);
+            }
             let (used, message) = match decoder.decode(&mut buf[at..]) {
                 Ok(Some(decoded)) => decoded,
                 Ok(None) => return Ok(at),
@@ -321,40 +355,73 @@ impl Transport {
         }
     }
 
-    /// Ends the connection the way `ended` says: a close frame when the client broke the
-    /// protocol or closed (the echo the RFC asks for), the queue written out when the
-    /// server closes, within a short grace.
+    /// Ends the connection the way `ended` says. Every way out of [`Transport::run`]
+    /// comes through here: the state is set under the lock first (later sends fail), a
+    /// close frame goes after whatever was queued when there is one to send (a protocol
+    /// error's code, the echo of a client's close, the server's own), what is queued is
+    /// written within [`CLOSE_GRACE`], and the socket is shut down, whoever still holds
+    /// the transport.
     async fn finish(&self, ended: Ended) -> Ended {
-        match &ended {
-            Ended::Protocol(e) => {
-                let _ = self.stream.try_write(&ws::close_frame(e.close_code(), &e.to_string()));
+        let frame = match &ended {
+            Ended::Protocol(e) => Some(ws::close_frame(e.close_code(), &e.to_string())),
+            Ended::ClientClosed => Some(ws::close_frame(1000, "")),
+            Ended::ServerClosed | Ended::SlowConsumer | Ended::Io(_) => None,
+        };
+        let drain = {
+            let mut out = self.outbox();
+            let ended = out.closing.get_or_insert(ended).clone();
+            self.closing.store(true, std::sync::atomic::Ordering::Release);
+            if let Some(frame) = frame
+                && ended != Ended::ServerClosed
+            {
+                out.bytes += frame.len();
+                out.queue.push_back(frame);
             }
-            Ended::ClientClosed => {
-                let _ = self.stream.try_write(&ws::close_frame(1000, ""));
+            // A slow consumer's queue or a failed socket's is not worth waiting for.
+            let drain = matches!(ended, Ended::ServerClosed | Ended::ClientClosed | Ended::Protocol(_));
+            if !drain {
+                out.queue = VecDeque::new();
+                out.bytes = 0;
             }
-            Ended::ServerClosed => {
-                let drain = async {
-                    loop {
-                        match self.flush() {
-                            Ok(true) | Err(_) => break,
-                            Ok(false) => {
-                                if self.stream.writable().await.is_err() {
-                                    break;
-                                }
+            drain
+        };
+        if drain {
+            let written = async {
+                loop {
+                    match self.flush() {
+                        Ok(true) | Err(_) => break,
+                        Ok(false) => {
+                            if self.stream.writable().await.is_err() {
+                                break;
                             }
                         }
                     }
-                };
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
-            }
-            Ended::SlowConsumer | Ended::Io(_) => {}
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, written).await;
         }
         let mut out = self.outbox();
-        out.closing.get_or_insert(ended.clone());
         out.queue = VecDeque::new();
         out.bytes = 0;
+        let ended = out.closing.clone().unwrap_or(Ended::ServerClosed);
+        drop(out);
+        // After a drain, only our side: the client reads what was sent, then the FIN (both
+        // sides could answer its unread bytes with a reset that destroys what it has not
+        // read yet). Otherwise both.
+        let how = if drain { std::net::Shutdown::Write } else { std::net::Shutdown::Both };
+        let _ = socket2::SockRef::from(&self.stream).shutdown(how);
         ended
     }
+}
+
+/// How a read ended.
+enum Read {
+    /// Everything the socket had was read.
+    Drained,
+    /// The share of one wake-up was read; there may be more.
+    More,
+    /// The client closed its side.
+    Eof,
 }
 
 #[cfg(test)]
@@ -445,6 +512,43 @@ mod tests {
         assert_eq!(refused, SendError::SlowConsumer);
         assert_eq!(transport.send(frame), Err(SendError::SlowConsumer));
         assert_eq!(task.await.unwrap(), Ended::SlowConsumer);
+    }
+
+    /// Closes the connection at the first message.
+    struct CloseAtOnce(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Inbound for CloseAtOnce {
+        fn text(&mut self, transport: &Transport, _text: &str) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            transport.close(4000, "enough");
+        }
+        fn binary(&mut self, _transport: &Transport, _data: &[u8]) {}
+    }
+
+    #[tokio::test]
+    async fn nothing_is_handled_once_the_server_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = handled.clone();
+        let task = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let stream = crate::upgrade::tests::accept_by_hand(stream).await;
+            Transport::new(stream, 1 << 20).run(&mut CloseAtOnce(counter), 1 << 20, Bytes::new()).await
+        });
+        let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
+        // A thousand messages in one go: they arrive in few reads, after the first the
+        // connection is closing and the rest are not handled.
+        for i in 0..1000 {
+            client.feed(TMessage::text(format!("m{i}"))).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        match client.next().await.unwrap().unwrap() {
+            TMessage::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4000),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        assert_eq!(task.await.unwrap(), Ended::ServerClosed);
+        assert_eq!(handled.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

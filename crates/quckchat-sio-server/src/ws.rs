@@ -90,7 +90,8 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder refusing messages over `max_message` bytes (1009).
     pub fn new(max_message: usize) -> Self {
-        Self { max_message, partial: None }
+        // Bounded so that a header's length plus its payload's never overflows.
+        Self { max_message: max_message.min(1 << 40), partial: None }
     }
 
     /// Whether a fragmented message is in progress (the decoder holds its bytes).

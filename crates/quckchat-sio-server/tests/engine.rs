@@ -25,11 +25,17 @@ const WAIT: Duration = Duration::from_secs(5);
 struct Chat {
     gone: Arc<Mutex<Vec<DisconnectReason>>>,
     left: Arc<tokio::sync::Notify>,
+    /// A connect with `auth.slow` tells `entered`, then waits for `gate`.
+    entered: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Notify>,
+    connects: Arc<std::sync::atomic::AtomicUsize>,
     engine: Arc<Mutex<Option<Engine>>>,
 }
 
 impl Namespace for Chat {
     fn connect(&self, socket: Socket, auth: Option<String>) -> BoxFuture<Result<(), Refusal>> {
+        let (entered, gate) = (self.entered.clone(), self.gate.clone());
+        self.connects.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             let auth: serde_json::Value =
                 auth.as_deref().map(serde_json::from_str).transpose().ok().flatten().unwrap_or_default();
@@ -37,6 +43,10 @@ impl Namespace for Chat {
                 return Err(Refusal { message: "unauthorized".into(), data: None });
             }
             socket.set_data(auth["name"].as_str().unwrap_or("?").to_string());
+            if auth["slow"] == true {
+                entered.notify_one();
+                gate.notified().await;
+            }
             Ok(())
         })
     }
@@ -318,4 +328,67 @@ async fn a_whole_upgrade_is_answered_straight_from_the_socket() {
     assert!(left.is_none(), "taken by the engine, not handed to HTTP");
     let open = tokio::time::timeout(WAIT, client).await.unwrap().unwrap();
     assert!(open.starts_with(r#"0{"sid":""#), "{open}");
+}
+
+/// Opens a raw WebSocket and reads the open packet.
+async fn raw(s: &Server) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    let ws_url = format!("{}/socket.io/?EIO=4&transport=websocket", s.url.replace("http", "ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws
+}
+
+/// The application accepted a socket whose client had already gone: it is told the
+/// socket went, as for any socket it accepted.
+#[tokio::test]
+async fn a_socket_accepted_after_its_client_left_is_reported_gone() {
+    let s = server(Config::default()).await;
+    let mut ws = raw(&s).await;
+    ws.send(Message::text(r#"40/chat,{"token":"good","slow":true}"#)).await.unwrap();
+    tokio::time::timeout(WAIT, s.chat.entered.notified()).await.expect("the handler runs");
+    ws.close(None).await.unwrap();
+    drop(ws);
+    // The connection is gone before the handler answers.
+    tokio::time::timeout(WAIT, async {
+        while s.engine.connections() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the connection ends");
+    s.chat.gate.notify_one();
+    tokio::time::timeout(WAIT, s.chat.left.notified()).await.expect("the namespace is told");
+    assert_eq!(*s.chat.gone.lock().unwrap(), vec![DisconnectReason::TransportClose]);
+}
+
+/// The next text message, within [`WAIT`].
+async fn next_text(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+) -> String {
+    tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap().into_text().unwrap().to_string()
+}
+
+/// A second CONNECT to the same namespace on one connection runs nothing and adds nothing.
+#[tokio::test]
+async fn a_repeated_connect_is_ignored() {
+    let s = server(Config::default()).await;
+    let mut ws = raw(&s).await;
+    for _ in 0..3 {
+        ws.send(Message::text(r#"40/chat,{"token":"good"}"#)).await.unwrap();
+    }
+    assert!(next_text(&mut ws).await.starts_with("40/chat,"));
+    let mut connected = 1;
+    ws.send(Message::text(r#"42/chat,1["echo","after"]"#)).await.unwrap();
+    loop {
+        let text = next_text(&mut ws).await;
+        if text.starts_with("40/chat,") {
+            connected += 1;
+        } else if text.starts_with("43/chat,1") {
+            break;
+        }
+    }
+    // The three CONNECTs were read before the event: whatever they did is done by now,
+    // except a handler still running; one ran.
+    assert_eq!(connected, 1);
+    assert_eq!(s.chat.connects.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
