@@ -1,7 +1,8 @@
 // QuckChat's own Engine.IO / Socket.IO engine (crates/quckchat-sio-server, issue 12)
 // against npm's real socket.io-client 4.x, over WebSocket: the engine's example server
-// (`examples/echo_server.rs`) serves a test namespace. What the engine does not do yet
-// (long-polling, Engine.IO v3, binary) is not tested here.
+// (`examples/echo_server.rs`) serves a test namespace; socket.io-client 2.x (Engine.IO v3,
+// Socket.IO protocol v4, the token in the query) too. What the engine does not do yet
+// (long-polling, binary) is not tested here.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -9,8 +10,9 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, afterEach, before, test } from 'node:test';
 import { io } from 'socket.io-client';
+import ioV2 from 'socket.io-client-v2';
 
-import { INTEROP_DIR } from './helpers.mjs';
+import { INTEROP_DIR, closeAllSockets, connectV2 } from './helpers.mjs';
 
 const BIN = process.env.ENGINE_ECHO_BIN
   ? path.resolve(process.env.ENGINE_ECHO_BIN)
@@ -42,6 +44,7 @@ before(async () => {
 
 afterEach(() => {
   while (sockets.length) sockets.pop().close();
+  closeAllSockets();
 });
 
 after(() => child?.kill());
@@ -121,4 +124,37 @@ test('heartbeats: the client answers the pings and stays connected', T, async ()
   );
   assert.equal(socket.connected, true);
   assert.deepEqual(await socket.timeout(WAIT_MS).emitWithAck('echo', 'still here'), 'still here');
+});
+
+/** A v2 client's emit with an ack, as a promise. */
+function emitAckV2(socket, event, ...args) {
+  return within(new Promise((resolve) => socket.emit(event, ...args, resolve)), `${event} ack`);
+}
+
+test('v2: connects with ?token=, gets acks and broadcasts, and a v4 client hears it', T, async () => {
+  const ann = await connectV2(ioV2, url, '/chat', 'good', { label: 'ann (v2)' });
+  assert.equal(ann.id, `/chat#${ann.io.engine.id}`);
+  assert.deepEqual(await emitAckV2(ann, 'echo', { v: 2 }), { v: 2 });
+  const bob = await connect({ token: 'good', name: 'bob' });
+  assert.equal(await emitAckV2(ann, 'join', 'r2'), true);
+  assert.equal(await bob.timeout(WAIT_MS).emitWithAck('join', 'r2'), true);
+  const heard = within(new Promise((resolve) => bob.once('heard', resolve)), 'heard');
+  assert.equal(await emitAckV2(ann, 'shout', 'r2'), 1);
+  assert.equal(await heard, '?');
+});
+
+test('v2: a refused connection reports the reason', T, async () => {
+  await assert.rejects(connectV2(ioV2, url, '/chat', 'bad', { label: 'eve (v2)' }), (err) => {
+    const data = err.data;
+    const message = typeof data === 'string' ? data : (data && data.message) || err.message;
+    assert.equal(message, 'unauthorized');
+    return true;
+  });
+});
+
+test('v2: the server disconnects a socket: the client sees "io server disconnect"', T, async () => {
+  const socket = await connectV2(ioV2, url, '/chat', 'good', { label: 'ann (v2)' });
+  const reason = within(new Promise((resolve) => socket.once('disconnect', resolve)), 'disconnect');
+  socket.emit('kick');
+  assert.equal(await reason, 'io server disconnect');
 });

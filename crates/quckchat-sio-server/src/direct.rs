@@ -17,14 +17,16 @@ use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::eio::Version;
 use crate::engine::Engine;
 use crate::transport::with_scratch;
 use crate::upgrade::accept_key;
 
 /// What the first request of a connection is.
 enum First {
-    /// An Engine.IO WebSocket upgrade: its header length and the `Sec-WebSocket-Accept`.
-    Upgrade { header_len: usize, accept: String },
+    /// An Engine.IO WebSocket upgrade: its header length, the `Sec-WebSocket-Accept`, the
+    /// protocol version and the URL's query.
+    Upgrade { header_len: usize, accept: String, version: Version, query: String },
     /// Something for the HTTP server.
     Other,
     /// The peer closed before sending anything.
@@ -33,7 +35,7 @@ enum First {
 
 /// Whether `buf` (the start of a connection) is a complete Engine.IO v4 WebSocket upgrade
 /// request for `path`.
-fn classify(buf: &[u8], path: &str) -> First {
+fn classify(buf: &[u8], path: &str, allow_eio3: bool) -> First {
     if buf.is_empty() {
         return First::Closed;
     }
@@ -52,7 +54,12 @@ fn classify(buf: &[u8], path: &str) -> First {
     }
     let param =
         |name: &str| query.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v));
-    if param("EIO") != Some("4") || param("transport") != Some("websocket") || param("sid").is_some() {
+    let version = match param("EIO").and_then(Version::from_query) {
+        Some(Version::V3) if !allow_eio3 => return First::Other,
+        Some(version) => version,
+        None => return First::Other,
+    };
+    if param("transport") != Some("websocket") || param("sid").is_some() {
         return First::Other;
     }
     // The headers checked in place (no header map: nothing allocated per handshake).
@@ -69,7 +76,7 @@ fn classify(buf: &[u8], path: &str) -> First {
         return First::Other;
     }
     match value("sec-websocket-key") {
-        Some(key) => First::Upgrade { header_len, accept: accept_key(key) },
+        Some(key) => First::Upgrade { header_len, accept: accept_key(key), version, query: query.to_string() },
         None => First::Other,
     }
 }
@@ -100,7 +107,7 @@ impl Engine {
                         let uninit: &mut [MaybeUninit<u8>] =
                             unsafe { &mut *(std::ptr::from_mut::<[u8]>(scratch) as *mut [MaybeUninit<u8>]) };
                         let n = socket2::SockRef::from(&stream).peek(uninit)?;
-                        Ok(classify(&scratch[..n], path))
+                        Ok(classify(&scratch[..n], path, self.config().allow_eio3))
                     })
                 });
                 match peeked {
@@ -117,7 +124,7 @@ impl Engine {
         match first {
             First::Closed => None,
             First::Other => Some((stream, guard)),
-            First::Upgrade { header_len, accept } => {
+            First::Upgrade { header_len, accept, version, query } => {
                 // Consume the request (it is in the socket's buffer: peeked whole), then
                 // answer. Both are small enough to go in one call each.
                 let consumed = with_scratch(|scratch| stream.try_read(&mut scratch[..header_len]));
@@ -139,7 +146,7 @@ impl Engine {
                 // (sized for the HTTP server it might have needed) ends here.
                 let engine = self.clone();
                 tokio::spawn(async move {
-                    engine.serve_websocket(stream, Bytes::new()).await;
+                    engine.serve_websocket(stream, Bytes::new(), version, &query).await;
                     drop(guard);
                 });
                 None
@@ -156,25 +163,29 @@ mod tests {
 
     #[test]
     fn recognises_only_whole_engine_upgrades() {
-        match classify(UPGRADE.as_bytes(), "/socket.io/") {
-            First::Upgrade { header_len, accept } => {
+        match classify(UPGRADE.as_bytes(), "/socket.io/", true) {
+            First::Upgrade { header_len, accept, version, query } => {
                 assert_eq!(header_len, UPGRADE.len());
                 assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+                assert_eq!((version, query.as_str()), (Version::V4, "EIO=4&transport=websocket"));
             }
             _ => panic!("an upgrade"),
         }
+        let v3 = UPGRADE.replace("EIO=4", "EIO=3");
+        assert!(matches!(classify(v3.as_bytes(), "/socket.io/", true), First::Upgrade { version: Version::V3, .. }));
+        assert!(matches!(classify(v3.as_bytes(), "/socket.io/", false), First::Other));
         for other in [
             &UPGRADE[..UPGRADE.len() - 2],
             &UPGRADE.replace("GET", "POST"),
             &UPGRADE.replace("/socket.io/", "/api/"),
-            &UPGRADE.replace("EIO=4", "EIO=3"),
+            &UPGRADE.replace("EIO=4", "EIO=2"),
             &UPGRADE.replace("transport=websocket", "transport=polling"),
             &UPGRADE.replace("EIO=4", "EIO=4&sid=abc"),
             &UPGRADE.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
             "GET /api/v1/health HTTP/1.1\r\n\r\n",
         ] {
-            assert!(matches!(classify(other.as_bytes(), "/socket.io/"), First::Other), "{other:?}");
+            assert!(matches!(classify(other.as_bytes(), "/socket.io/", true), First::Other), "{other:?}");
         }
-        assert!(matches!(classify(b"", "/socket.io/"), First::Closed));
+        assert!(matches!(classify(b"", "/socket.io/", true), First::Closed));
     }
 }

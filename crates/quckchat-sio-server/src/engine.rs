@@ -1,4 +1,5 @@
-//! The engine: Engine.IO sessions over WebSocket carrying Socket.IO namespaces, rooms and
+//! The engine: Engine.IO sessions (v4, and v3 for socket.io-client 2.x) over WebSocket
+//! carrying Socket.IO namespaces, rooms and
 //! broadcasts, heartbeats from one shared sweep.
 //!
 //! Per connection the engine keeps one task (blocked on readiness, owning nothing but its
@@ -7,8 +8,7 @@
 //! socket, so a socket costs its id, its rooms and what its namespace stores in it.
 //!
 //! Not yet here (issue 12, later steps): HTTP long-polling and the upgrade from it,
-//! Engine.IO v3 / Socket.IO v4, binary attachments, connection state recovery, the fleet
-//! adapter.
+//! binary attachments, connection state recovery, the fleet adapter.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -53,6 +53,8 @@ pub struct Config {
     pub trim_heap: bool,
     /// How long [`Engine::serve_direct`] waits for a connection's first request.
     pub first_request_timeout: Duration,
+    /// Serve Engine.IO v3 / Socket.IO v4 clients (socket.io-client 2.x).
+    pub allow_eio3: bool,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(45),
             trim_heap: true,
             first_request_timeout: Duration::from_secs(10),
+            allow_eio3: true,
         }
     }
 }
@@ -128,11 +131,16 @@ impl<T: Namespace> Namespace for Arc<T> {
 struct Conn {
     /// Engine.IO session id.
     sid: Box<str>,
+    /// The protocol version the client speaks.
+    version: eio::Version,
+    /// The query of the connection's URL (`EIO=4&transport=websocket&…`).
+    query: Box<str>,
     transport: Transport,
     created: Instant,
     /// Milliseconds since `created` when the outstanding ping went; 0: none outstanding.
     ping_sent_ms: AtomicU64,
-    /// Milliseconds since `created` when the last ping went (or the connection opened).
+    /// Milliseconds since `created` when the last ping went (or the connection opened);
+    /// in v3, where the client pings, when its last ping came.
     last_ping_ms: AtomicU64,
     /// The namespace sockets this connection carries, by namespace.
     sockets: Mutex<Vec<Socket>>,
@@ -165,8 +173,10 @@ impl Conn {
 pub struct Socket(Arc<SocketInner>);
 
 struct SocketInner {
-    /// The Socket.IO id (distinct from the Engine.IO sid).
+    /// The Socket.IO id (distinct from the Engine.IO sid; `nsp#sid` in protocol v4).
     id: Box<str>,
+    /// The query socket.io-client 2.x sends with its CONNECT (`0/chat?token=…`).
+    query: Option<Box<str>>,
     ns: Arc<NsEntry>,
     conn: Arc<Conn>,
     data: OnceLock<Box<dyn Any + Send + Sync>>,
@@ -198,6 +208,12 @@ impl Socket {
     /// The Engine.IO session id of the connection carrying it.
     pub fn engine_sid(&self) -> &str {
         &self.0.conn.sid
+    }
+
+    /// The query the client connected with: the one socket.io-client 2.x sends with its
+    /// CONNECT, else the connection URL's (without the leading `?`).
+    pub fn query(&self) -> &str {
+        self.0.query.as_deref().unwrap_or(&self.0.conn.query)
     }
 
     /// The namespace's path.
@@ -486,10 +502,12 @@ impl Engine {
 
     /// Serves an upgraded WebSocket until it closes. `leftover`: bytes read before the
     /// upgrade.
-    pub async fn serve_websocket(&self, stream: TcpStream, leftover: Bytes) {
+    pub async fn serve_websocket(&self, stream: TcpStream, leftover: Bytes, version: eio::Version, query: &str) {
         let sid = random_id();
         let conn = Arc::new(Conn {
             sid: sid.clone().into(),
+            version,
+            query: query.into(),
             transport: Transport::new(stream, self.shared.config.send_budget),
             created: Instant::now(),
             ping_sent_ms: AtomicU64::new(0),
@@ -508,9 +526,16 @@ impl Engine {
             ping_timeout_ms: config.ping_timeout.as_millis() as u64,
             max_payload: config.max_payload as u64,
         }
-        .json(eio::Version::V4);
+        .json(version);
         if conn.transport.send(ws_text(format!("0{open}").into_bytes())).is_err() {
             return;
+        }
+        // Protocol v4 connects the root namespace without being asked, when there is one.
+        if version == eio::Version::V3
+            && let Some(root) = self.ns("/")
+        {
+            conn.pending().push(root.clone());
+            self.connect(conn.clone(), root, None, None);
         }
         self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).insert(sid.into(), conn.clone());
         self.shared.churn.fetch_add(1, Ordering::Relaxed);
@@ -570,7 +595,7 @@ impl Engine {
                     pending.push(ns.clone());
                 }
                 let auth = (!packet.data.is_empty()).then(|| packet.data.to_string());
-                self.connect(conn.clone(), ns, auth);
+                self.connect(conn.clone(), ns, auth, packet.query.map(Box::from));
                 Ok(())
             }
             Kind::Disconnect => {
@@ -598,9 +623,16 @@ impl Engine {
     }
 
     /// Runs a namespace's connect handler and, when it accepts, adds the socket.
-    fn connect(&self, conn: Arc<Conn>, ns: Arc<NsEntry>, auth: Option<String>) {
+    fn connect(&self, conn: Arc<Conn>, ns: Arc<NsEntry>, auth: Option<String>, query: Option<Box<str>>) {
+        // Protocol v4 has no socket id of its own: clients compute `nsp#sid`.
+        let id = match conn.version {
+            eio::Version::V4 => random_id(),
+            eio::Version::V3 if &*ns.path == "/" => conn.sid.to_string(),
+            eio::Version::V3 => format!("{}#{}", ns.path, conn.sid),
+        };
         let socket = Socket(Arc::new(SocketInner {
-            id: random_id().into(),
+            id: id.into(),
+            query,
             ns: ns.clone(),
             conn: conn.clone(),
             data: OnceLock::new(),
@@ -626,7 +658,9 @@ impl Engine {
                         return;
                     }
                     sio::write_header(&mut out, Kind::Connect, &ns.path, 0, None);
-                    out.extend_from_slice(format!(r#"{{"sid":"{}"}}"#, socket.0.id).as_bytes());
+                    if conn.version == eio::Version::V4 {
+                        out.extend_from_slice(format!(r#"{{"sid":"{}"}}"#, socket.0.id).as_bytes());
+                    }
                     if !ended {
                         let _ = conn.transport.send(ws_text(out));
                         sockets.push(socket.clone());
@@ -668,6 +702,14 @@ impl Inbound for ConnInbound {
     fn text(&mut self, transport: &Transport, text: &str) {
         match eio::decode_text(text) {
             Ok(EioPacket::Pong(_)) => self.conn.ping_sent_ms.store(0, Ordering::Release),
+            // In v3 the client pings and the server answers.
+            Ok(EioPacket::Ping(data)) if self.conn.version == eio::Version::V3 => {
+                self.conn.last_ping_ms.store(self.conn.since_created_ms().max(1), Ordering::Release);
+                let mut pong = Vec::with_capacity(1 + data.len());
+                pong.push(b'3');
+                pong.extend_from_slice(data.as_bytes());
+                let _ = transport.send(ws_text(pong));
+            }
             Ok(EioPacket::Message(packet)) => {
                 if let Err(why) = self.engine.on_packet(&self.conn, packet) {
                     let _ = self.conn.closed_by.set(DisconnectReason::TransportError);
@@ -728,7 +770,15 @@ async fn sweep(shared: Weak<Shared>) {
         for conn in conns {
             let now = conn.since_created_ms().max(1);
             let sent = conn.ping_sent_ms.load(Ordering::Acquire);
-            if sent != 0 && now.saturating_sub(sent) > timeout {
+            if conn.version == eio::Version::V3 {
+                // The client pings every interval: silence past interval + timeout ends it.
+                if now.saturating_sub(conn.last_ping_ms.load(Ordering::Acquire)) > interval + timeout {
+                    let _ = conn.closed_by.set(DisconnectReason::PingTimeout);
+                    conn.transport.close(1000, "ping timeout");
+                } else if !conn.joined.load(Ordering::Acquire) && now > connect {
+                    conn.transport.close(1000, "no namespace joined");
+                }
+            } else if sent != 0 && now.saturating_sub(sent) > timeout {
                 let _ = conn.closed_by.set(DisconnectReason::PingTimeout);
                 conn.transport.close(1000, "ping timeout");
             } else if !conn.joined.load(Ordering::Acquire) && now > connect {

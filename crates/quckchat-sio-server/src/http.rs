@@ -41,10 +41,13 @@ impl Engine {
         let param = |name: &str| {
             query.split('&').find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
         };
-        match param("EIO") {
-            Some("4") => {}
-            _ => return refuse(5, "Unsupported protocol version"),
-        }
+        let version = match param("EIO").and_then(crate::eio::Version::from_query) {
+            Some(crate::eio::Version::V3) if !self.config().allow_eio3 => {
+                return refuse(5, "Unsupported protocol version");
+            }
+            Some(version) => version,
+            None => return refuse(5, "Unsupported protocol version"),
+        };
         if param("transport") != Some("websocket") {
             return refuse(0, "Transport unknown");
         }
@@ -55,6 +58,7 @@ impl Engine {
         let Some(key) = websocket_key(request.headers()).map(accept_key) else {
             return refuse(3, "Bad request");
         };
+        let query = query.to_string();
         let on_upgrade = hyper::upgrade::on(&mut request);
         let engine = self.clone();
         tokio::spawn(async move {
@@ -66,7 +70,7 @@ impl Engine {
                 return;
             };
             let (stream, guard) = parts.io.into_inner().into_tcp();
-            engine.serve_websocket(stream, parts.read_buf).await;
+            engine.serve_websocket(stream, parts.read_buf, version, &query).await;
             drop(guard);
         });
         let mut response = http::Response::new(String::new());

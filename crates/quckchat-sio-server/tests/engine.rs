@@ -39,7 +39,9 @@ impl Namespace for Chat {
         Box::pin(async move {
             let auth: serde_json::Value =
                 auth.as_deref().map(serde_json::from_str).transpose().ok().flatten().unwrap_or_default();
-            if auth["token"] != "good" {
+            // socket.io-client 2.x sends no auth: its token comes in the query.
+            let query_token = socket.query().split('&').any(|kv| kv == "token=good");
+            if auth["token"] != "good" && !query_token {
                 return Err(Refusal { message: "unauthorized".into(), data: None });
             }
             socket.set_data(auth["name"].as_str().unwrap_or("?").to_string());
@@ -266,7 +268,7 @@ async fn requests_the_engine_does_not_serve_are_refused() {
     let s = server(Config::default()).await;
     let http = reqwest::Client::new();
     for (query, body) in [
-        ("EIO=3&transport=websocket", r#"{"code":5,"message":"Unsupported protocol version"}"#),
+        ("EIO=2&transport=websocket", r#"{"code":5,"message":"Unsupported protocol version"}"#),
         ("EIO=4&transport=carrier-pigeon", r#"{"code":0,"message":"Transport unknown"}"#),
         ("EIO=4&transport=websocket&sid=nope", r#"{"code":1,"message":"Session ID unknown"}"#),
         ("EIO=4&transport=websocket", r#"{"code":3,"message":"Bad request"}"#),
@@ -391,4 +393,47 @@ async fn a_repeated_connect_is_ignored() {
     // except a handler still running; one ran.
     assert_eq!(connected, 1);
     assert_eq!(s.chat.connects.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// socket.io-client 2.x's protocol: Engine.IO v3, Socket.IO v4 (the client pings, the
+/// socket id is `nsp#sid`, the token in the query).
+#[tokio::test]
+async fn a_v3_client_connects_with_its_query_and_gets_acks() {
+    let s = server(Config::default()).await;
+    let client = Client::connect(ConnectOptions::new(&s.url, "/chat").eio(3).query("token", "good").timeout(WAIT))
+        .await
+        .expect("connected");
+    assert_eq!(client.sid(), client.engine_sid(), "the v2 client takes the engine sid for its own");
+    let answer = client.emit_with_ack("echo", json!({"v": 3}), WAIT).await.unwrap();
+    assert_eq!(answer, json!({"v": 3}));
+    match Client::connect(ConnectOptions::new(&s.url, "/chat").eio(3).query("token", "bad").timeout(WAIT)).await {
+        Err(Error::ConnectRefused(payload)) => assert_eq!(payload, json!({"message": "unauthorized"})),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// In v3 the client pings: the server answers each, and drops a client that stops.
+#[tokio::test]
+async fn a_v3_client_that_stops_pinging_is_dropped() {
+    let config = Config {
+        ping_interval: Duration::from_millis(100),
+        ping_timeout: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let s = server(config).await;
+    let ws_url = format!("{}/socket.io/?EIO=3&transport=websocket&token=good", s.url.replace("http", "ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let open = next_text(&mut ws).await;
+    assert!(open.starts_with(r#"0{"sid":""#) && !open.contains("maxPayload"), "{open}");
+    ws.send(Message::text("40/chat,")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "40/chat,");
+    ws.send(Message::text("2probe-less")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "3probe-less");
+    // Then silence: closed once interval + timeout pass without a ping.
+    match tokio::time::timeout(WAIT, ws.next()).await.expect("closed in time") {
+        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {}
+        Some(Ok(other)) => panic!("unexpected {other:?}"),
+    }
+    tokio::time::timeout(WAIT, s.chat.left.notified()).await.expect("the namespace is told");
+    assert_eq!(*s.chat.gone.lock().unwrap(), vec![DisconnectReason::PingTimeout]);
 }
