@@ -1,8 +1,8 @@
 // QuckChat's own Engine.IO / Socket.IO engine (crates/quckchat-sio-server, issue 12)
 // against npm's real socket.io-client 4.x, over WebSocket: the engine's example server
 // (`examples/echo_server.rs`) serves a test namespace; socket.io-client 2.x (Engine.IO v3,
-// Socket.IO protocol v4, the token in the query) too. What the engine does not do yet
-// (long-polling, binary) is not tested here.
+// Socket.IO protocol v4, the token in the query) too, over WebSocket and long-polling.
+// What the engine does not do yet (the upgrade from polling, binary) is not tested here.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -58,9 +58,9 @@ function within(promise, what, ms = WAIT_MS) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** A v4 client on /chat over WebSocket only; resolves once connected. */
-async function connect(auth) {
-  const socket = io(`${url}/chat`, { transports: ['websocket'], auth, reconnection: false, forceNew: true });
+/** A v4 client on /chat (over WebSocket only unless `transports` says); resolves once connected. */
+async function connect(auth, transports = ['websocket']) {
+  const socket = io(`${url}/chat`, { transports, auth, reconnection: false, forceNew: true });
   sockets.push(socket);
   await within(
     new Promise((resolve, reject) => {
@@ -157,4 +157,24 @@ test('v2: the server disconnects a socket: the client sees "io server disconnect
   const reason = within(new Promise((resolve) => socket.once('disconnect', resolve)), 'disconnect');
   socket.emit('kick');
   assert.equal(await reason, 'io server disconnect');
+});
+
+test('long-polling: a client with the default transports connects, gets acks and broadcasts', T, async () => {
+  const ann = await connect({ token: 'good', name: 'ann' }, ['polling', 'websocket']);
+  assert.equal(ann.io.engine.transport.name, 'polling');
+  assert.deepEqual(await ann.timeout(WAIT_MS).emitWithAck('echo', { p: 1 }), { p: 1 });
+  const bob = await connect({ token: 'good', name: 'bob' });
+  for (const s of [ann, bob]) assert.equal(await s.timeout(WAIT_MS).emitWithAck('join', 'r3'), true);
+  const heard = within(new Promise((resolve) => ann.once('heard', resolve)), 'heard over polling');
+  assert.equal(await bob.timeout(WAIT_MS).emitWithAck('shout', 'r3'), 1);
+  assert.equal(await heard, 'bob');
+  const reason = within(new Promise((resolve) => ann.once('disconnect', resolve)), 'disconnect');
+  ann.emit('kick');
+  assert.equal(await reason, 'io server disconnect');
+});
+
+test('long-polling, v2: a socket.io-client 2.x with its default transports connects and gets acks', T, async () => {
+  const ann = await connectV2(ioV2, url, '/chat', 'good', { label: 'ann (v2, polling)', transports: ['polling', 'websocket'] });
+  assert.equal(ann.io.engine.transport.name, 'polling');
+  assert.deepEqual(await emitAckV2(ann, 'echo', { v: 2, p: 1 }), { v: 2, p: 1 });
 });

@@ -6,7 +6,8 @@
 //!   and prints the server's RSS growth per connection (`/proc/PID/status`).
 //! - `compare fanout ROOM RATE SECONDS`: ROOM sockets in room `r`; one more socket sends
 //!   `shout` RATE times a second for SECONDS; each is broadcast to the room. Prints the
-//!   server's CPU time (`/proc/PID/stat`) per delivery and checks every delivery arrived.
+//!   server's CPU time (`/proc/PID/stat`) per delivery and checks every delivery arrived,
+//!   beside the floor: a bare writer doing one `write` of a prebuilt frame per delivery.
 //!
 //! `NO_TRIM=1` turns off the engine's heap trim after connection storms
 //! (`Config::trim_heap`): the difference is heap fragmentation, not live memory.
@@ -193,6 +194,72 @@ async fn serve_engine() {
     }
 }
 
+/// The floor: the least a server can do per delivery. Handshakes by hand, answers the
+/// namespace CONNECT, and for each `shout` writes one prebuilt frame to every socket with
+/// a plain `write` (no queue, no rooms, no encoding). Only for `fanout`.
+async fn serve_floor() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    println!("{}", listener.local_addr().expect("address"));
+    let sockets: Arc<std::sync::Mutex<Vec<Arc<tokio::net::TcpStream>>>> = Arc::default();
+    let frame = quckchat_sio_server::ws::text_frame(r#"42/chat,["heard",{"n":0,"text":"hello, room"}]"#);
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let (sockets, frame) = (sockets.clone(), frame.clone());
+        tokio::spawn(async move {
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") {
+                if stream.read_exact(&mut byte).await.is_err() {
+                    return;
+                }
+                request.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&request);
+            let Some(key) = text.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")) else { return };
+            let accept = quckchat_sio_server::upgrade::accept_key(key.trim().as_bytes());
+            let response = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let open =
+                r#"0{"sid":"floor","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
+            let _ = stream.write_all(&quckchat_sio_server::ws::text_frame(open)).await;
+            let stream = Arc::new(stream);
+            let mut decoder = quckchat_sio_server::ws::Decoder::new(1 << 20);
+            let mut pending = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                let n = match stream.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return,
+                };
+                pending.extend_from_slice(&buf[..n]);
+                while let Ok(Some((used, message))) = decoder.decode(&mut pending) {
+                    if let Some(quckchat_sio_server::ws::Message::Text(t)) = message {
+                        if t.starts_with("40/chat,") {
+                            let _ = stream.try_write(&quckchat_sio_server::ws::text_frame(r#"40/chat,{"sid":"s"}"#));
+                            sockets.lock().expect("sockets").push(stream.clone());
+                        } else if t.starts_with(r#"42/chat,["shout""#) {
+                            let all = sockets.lock().expect("sockets").clone();
+                            for s in all.iter().filter(|s| !Arc::ptr_eq(s, &stream)) {
+                                let _ = s.try_write(&frame);
+                            }
+                        }
+                    }
+                    pending.drain(..used);
+                }
+            }
+        });
+    }
+}
+
 async fn serve_socketioxide() {
     use socketioxide::extract::{Data, SocketRef};
     let (layer, io) = socketioxide::SocketIo::builder().ping_interval(Duration::from_secs(1)).build_layer();
@@ -222,13 +289,14 @@ fn main() {
         // Servers run on one thread, as a pinned production server would.
         Some("serve-engine") => current().block_on(serve_engine()),
         Some("serve-socketioxide") => current().block_on(serve_socketioxide()),
+        Some("serve-floor") => current().block_on(serve_floor()),
         Some("idle") => clients().block_on(async {
             for mode in SERVERS {
                 idle(mode, num(1, 5000) as usize).await;
             }
         }),
         Some("fanout") => clients().block_on(async {
-            for mode in SERVERS {
+            for mode in ["serve-floor", SERVERS[0], SERVERS[1]] {
                 fanout(mode, num(1, 100) as usize, num(2, 200), num(3, 5)).await;
             }
         }),

@@ -88,8 +88,9 @@ async fn main() {
         tokio::spawn(async move {
             let Some((stream, _)) = engine.serve_direct(stream, "/socket.io/", Box::new(())).await else { return };
             let service = hyper::service::service_fn(move |req| {
-                let response = engine.handle::<tokio::net::TcpStream, _>(req);
+                let engine = engine.clone();
                 async move {
+                    let response = engine.handle::<tokio::net::TcpStream, _>(req).await;
                     Ok::<_, std::convert::Infallible>(
                         response.map(|b| http_body_util::Full::new(bytes::Bytes::from(b))),
                     )

@@ -1,5 +1,5 @@
-//! The engine: Engine.IO sessions (v4, and v3 for socket.io-client 2.x) over WebSocket
-//! carrying Socket.IO namespaces, rooms and
+//! The engine: Engine.IO sessions (v4, and v3 for socket.io-client 2.x) over WebSocket or
+//! HTTP long-polling, carrying Socket.IO namespaces, rooms and
 //! broadcasts, heartbeats from one shared sweep.
 //!
 //! Per connection the engine keeps one task (blocked on readiness, owning nothing but its
@@ -7,7 +7,7 @@
 //! state, and the namespace sockets it carries. Handlers are per namespace, not per
 //! socket, so a socket costs its id, its rooms and what its namespace stores in it.
 //!
-//! Not yet here (issue 12, later steps): HTTP long-polling and the upgrade from it,
+//! Not yet here (issue 12, later steps): the upgrade from long-polling to WebSocket,
 //! binary attachments, connection state recovery, the fleet adapter.
 
 use std::any::Any;
@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 
 use crate::eio::{self, Packet as EioPacket};
+use crate::polling::Polling;
 use crate::sio::{self, Kind};
 use crate::transport::{Ended, Inbound, SendError, Transport};
 use crate::ws;
@@ -135,7 +136,7 @@ struct Conn {
     version: eio::Version,
     /// The query of the connection's URL (`EIO=4&transport=websocket&…`).
     query: Box<str>,
-    transport: Transport,
+    link: Link,
     created: Instant,
     /// Milliseconds since `created` when the outstanding ping went; 0: none outstanding.
     ping_sent_ms: AtomicU64,
@@ -152,6 +153,28 @@ struct Conn {
     ended: AtomicBool,
     /// Namespaces whose connect handler is running for this connection.
     pending: Mutex<Vec<Arc<NsEntry>>>,
+}
+
+/// How a connection reaches its client.
+enum Link {
+    WebSocket(Transport),
+    Polling(Polling),
+}
+
+impl Link {
+    fn send(&self, frame: Bytes) -> Result<(), SendError> {
+        match self {
+            Link::WebSocket(transport) => transport.send(frame),
+            Link::Polling(polling) => polling.send(frame),
+        }
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        match self {
+            Link::WebSocket(transport) => transport.close(code, reason),
+            Link::Polling(polling) => polling.close(),
+        }
+    }
 }
 
 impl Conn {
@@ -242,12 +265,12 @@ impl Socket {
         if !self.connected() {
             return Err(SendError::Closed);
         }
-        self.0.conn.transport.send(event_frame(&self.0.ns.path, None, event, args))
+        self.0.conn.link.send(event_frame(&self.0.ns.path, None, event, args))
     }
 
     /// Sends an already encoded frame (from [`Broadcast`] or [`event_frame`]).
     pub fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
-        self.0.conn.transport.send(frame)
+        self.0.conn.link.send(frame)
     }
 
     /// Joins a room of its namespace.
@@ -282,7 +305,7 @@ impl Socket {
             let mut packet = Vec::with_capacity(16);
             packet.push(b'4');
             sio::write_header(&mut packet, Kind::Disconnect, &self.0.ns.path, 0, None);
-            let _ = self.0.conn.transport.send(ws_text(packet));
+            let _ = self.0.conn.link.send(ws_text(packet));
         }
     }
 
@@ -324,7 +347,7 @@ impl AckSender {
         packet.push(b'[');
         packet.extend_from_slice(args.as_bytes());
         packet.push(b']');
-        self.socket.0.conn.transport.send(ws_text(packet))
+        self.socket.0.conn.link.send(ws_text(packet))
     }
 }
 
@@ -500,15 +523,15 @@ impl Engine {
         delivered
     }
 
-    /// Serves an upgraded WebSocket until it closes. `leftover`: bytes read before the
-    /// upgrade.
-    pub async fn serve_websocket(&self, stream: TcpStream, leftover: Bytes, version: eio::Version, query: &str) {
+    /// A new connection: its open packet queued, the root namespace connected for a v3
+    /// client, registered for the heartbeat. `None` when the open packet could not go.
+    fn open(&self, link: Link, version: eio::Version, query: &str) -> Option<Arc<Conn>> {
         let sid = random_id();
         let conn = Arc::new(Conn {
             sid: sid.clone().into(),
             version,
             query: query.into(),
-            transport: Transport::new(stream, self.shared.config.send_budget),
+            link,
             created: Instant::now(),
             ping_sent_ms: AtomicU64::new(0),
             last_ping_ms: AtomicU64::new(0),
@@ -527,8 +550,8 @@ impl Engine {
             max_payload: config.max_payload as u64,
         }
         .json(version);
-        if conn.transport.send(ws_text(format!("0{open}").into_bytes())).is_err() {
-            return;
+        if conn.link.send(ws_text(format!("0{open}").into_bytes())).is_err() {
+            return None;
         }
         // Protocol v4 connects the root namespace without being asked, when there is one.
         if version == eio::Version::V3
@@ -539,17 +562,16 @@ impl Engine {
         }
         self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).insert(sid.into(), conn.clone());
         self.shared.churn.fetch_add(1, Ordering::Relaxed);
-        let mut inbound = ConnInbound { engine: self.clone(), conn: conn.clone() };
-        let ended = conn.transport.run(&mut inbound, config.max_payload, leftover).await;
-        self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(&*conn.sid);
+        Some(conn)
+    }
+
+    /// A connection ended: out of the registry, its sockets out of their namespaces.
+    fn end(&self, conn: &Arc<Conn>, reason: DisconnectReason) {
+        let removed = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(&*conn.sid);
+        if removed.is_none() {
+            return;
+        }
         self.shared.churn.fetch_add(1, Ordering::Relaxed);
-        let reason = conn.closed_by.get().copied().unwrap_or(match ended {
-            Ended::ClientClosed => DisconnectReason::TransportClose,
-            // Every close of the server's own sets its reason first; this is the fallback.
-            Ended::ServerClosed => DisconnectReason::TransportClose,
-            Ended::SlowConsumer => DisconnectReason::SlowConsumer,
-            Ended::Protocol(_) | Ended::Io(_) => DisconnectReason::TransportError,
-        });
         let sockets = {
             let mut sockets = conn.sockets();
             conn.ended.store(true, Ordering::Release);
@@ -560,14 +582,92 @@ impl Engine {
         }
     }
 
+    /// Closes a connection for `reason`. A WebSocket's task ends it once the close frame
+    /// is out; a polling connection has no task, so it ends here (its pending GET gets
+    /// the close packet).
+    fn close_conn(&self, conn: &Arc<Conn>, reason: DisconnectReason, code: u16, why: &str) {
+        let _ = conn.closed_by.set(reason);
+        conn.link.close(code, why);
+        if matches!(conn.link, Link::Polling(_)) {
+            self.end(conn, conn.closed_by.get().copied().unwrap_or(reason));
+        }
+    }
+
+    /// Serves an upgraded WebSocket until it closes. `leftover`: bytes read before the
+    /// upgrade.
+    pub async fn serve_websocket(&self, stream: TcpStream, leftover: Bytes, version: eio::Version, query: &str) {
+        let link = Link::WebSocket(Transport::new(stream, self.shared.config.send_budget));
+        let Some(conn) = self.open(link, version, query) else { return };
+        let Link::WebSocket(transport) = &conn.link else { return };
+        let mut inbound = ConnInbound { engine: self.clone(), conn: conn.clone() };
+        let ended = transport.run(&mut inbound, self.shared.config.max_payload, leftover).await;
+        let reason = conn.closed_by.get().copied().unwrap_or(match ended {
+            Ended::ClientClosed => DisconnectReason::TransportClose,
+            // Every close of the server's own sets its reason first; this is the fallback.
+            Ended::ServerClosed => DisconnectReason::TransportClose,
+            Ended::SlowConsumer => DisconnectReason::SlowConsumer,
+            Ended::Protocol(_) | Ended::Io(_) => DisconnectReason::TransportError,
+        });
+        self.end(&conn, reason);
+    }
+
+    /// Opens a polling connection; its handshake payload.
+    pub(crate) fn open_polling(&self, version: eio::Version, query: &str) -> Option<String> {
+        let conn = self.open(Link::Polling(Polling::new(self.shared.config.send_budget)), version, query)?;
+        let Link::Polling(polling) = &conn.link else { return None };
+        // Everything queued so far (the open packet, a v3 root CONNECT if it was quick).
+        polling.take_now(version)
+    }
+
+    /// A GET of a polling connection: what was queued, after waiting up to the ping
+    /// interval for something. `None` for an unknown session or a second GET at once.
+    pub(crate) async fn poll(&self, sid: &str) -> Result<String, PollRefusal> {
+        let conn = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).get(sid).cloned();
+        let Some(conn) = conn else { return Err(PollRefusal::UnknownSid) };
+        let Link::Polling(polling) = &conn.link else { return Err(PollRefusal::BadRequest) };
+        match polling.take(conn.version, self.shared.config.ping_interval).await {
+            Ok(body) => {
+                if polling.is_closed() {
+                    let reason = if polling.was_slow() {
+                        DisconnectReason::SlowConsumer
+                    } else {
+                        DisconnectReason::TransportClose
+                    };
+                    self.end(&conn, conn.closed_by.get().copied().unwrap_or(reason));
+                }
+                Ok(body)
+            }
+            Err(crate::polling::PollError::Overlap) => {
+                self.close_conn(&conn, DisconnectReason::TransportError, 1000, "overlapping GET");
+                Err(PollRefusal::BadRequest)
+            }
+        }
+    }
+
+    /// A POST of a polling connection: its packets handled in order.
+    pub(crate) fn post(&self, sid: &str, body: &str) -> Result<(), PollRefusal> {
+        let conn = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).get(sid).cloned();
+        let Some(conn) = conn else { return Err(PollRefusal::UnknownSid) };
+        if !matches!(conn.link, Link::Polling(_)) {
+            return Err(PollRefusal::BadRequest);
+        }
+        let Ok(packets) = eio::decode_payload(conn.version, body) else {
+            self.close_conn(&conn, DisconnectReason::TransportError, 1000, "malformed payload");
+            return Err(PollRefusal::BadRequest);
+        };
+        for packet in packets {
+            self.on_eio_packet(&conn, packet);
+        }
+        Ok(())
+    }
+
     /// Closes every connection (shutdown).
     pub fn close_all(&self) {
         let conns: Vec<Arc<Conn>> =
             self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
         for conn in conns {
-            let _ = conn.closed_by.set(DisconnectReason::ServerShuttingDown);
-            let _ = conn.transport.send(ws_text(b"1".to_vec()));
-            conn.transport.close(1001, "server shutting down");
+            let _ = conn.link.send(ws_text(b"1".to_vec()));
+            self.close_conn(&conn, DisconnectReason::ServerShuttingDown, 1001, "server shutting down");
         }
     }
 
@@ -580,7 +680,7 @@ impl Engine {
                     let mut out = vec![b'4'];
                     sio::write_header(&mut out, Kind::ConnectError, packet.nsp, 0, None);
                     out.extend_from_slice(br#"{"message":"Invalid namespace"}"#);
-                    let _ = conn.transport.send(ws_text(out));
+                    let _ = conn.link.send(ws_text(out));
                     return Ok(());
                 };
                 // One socket per namespace and connection: a CONNECT for a namespace joined
@@ -662,7 +762,7 @@ impl Engine {
                         out.extend_from_slice(format!(r#"{{"sid":"{}"}}"#, socket.0.id).as_bytes());
                     }
                     if !ended {
-                        let _ = conn.transport.send(ws_text(out));
+                        let _ = conn.link.send(ws_text(out));
                         sockets.push(socket.clone());
                         index.insert(socket.0.id.clone(), socket.clone());
                         conn.joined.store(true, Ordering::Release);
@@ -687,7 +787,7 @@ impl Engine {
                     }
                 }
             }
-            let _ = conn.transport.send(ws_text(out));
+            let _ = conn.link.send(ws_text(out));
         });
     }
 }
@@ -699,40 +799,65 @@ struct ConnInbound {
 }
 
 impl Inbound for ConnInbound {
-    fn text(&mut self, transport: &Transport, text: &str) {
+    fn text(&mut self, _transport: &Transport, text: &str) {
         match eio::decode_text(text) {
-            Ok(EioPacket::Pong(_)) => self.conn.ping_sent_ms.store(0, Ordering::Release),
-            // In v3 the client pings and the server answers.
-            Ok(EioPacket::Ping(data)) if self.conn.version == eio::Version::V3 => {
-                self.conn.last_ping_ms.store(self.conn.since_created_ms().max(1), Ordering::Release);
-                let mut pong = Vec::with_capacity(1 + data.len());
-                pong.push(b'3');
-                pong.extend_from_slice(data.as_bytes());
-                let _ = transport.send(ws_text(pong));
-            }
-            Ok(EioPacket::Message(packet)) => {
-                if let Err(why) = self.engine.on_packet(&self.conn, packet) {
-                    let _ = self.conn.closed_by.set(DisconnectReason::TransportError);
-                    transport.close(1008, why);
-                }
-            }
-            Ok(EioPacket::Close) => {
-                let _ = self.conn.closed_by.set(DisconnectReason::TransportClose);
-                transport.close(1000, "");
-            }
-            // A v4 client does not ping; a probe belongs to the upgrade (polling, later).
-            Ok(EioPacket::Ping(_) | EioPacket::Noop | EioPacket::Upgrade | EioPacket::Open) => {}
-            Ok(EioPacket::Binary(_)) | Err(_) => {
-                let _ = self.conn.closed_by.set(DisconnectReason::TransportError);
-                transport.close(1008, "malformed Engine.IO packet");
+            Ok(packet) => self.engine.on_eio_packet(&self.conn, packet),
+            Err(_) => {
+                self.engine.close_conn(&self.conn, DisconnectReason::TransportError, 1008, "malformed Engine.IO packet")
             }
         }
     }
 
-    fn binary(&mut self, transport: &Transport, _data: &[u8]) {
-        let _ = self.conn.closed_by.set(DisconnectReason::TransportError);
-        transport.close(1003, "binary attachments are not supported yet");
+    fn binary(&mut self, _transport: &Transport, _data: &[u8]) {
+        self.engine.close_conn(
+            &self.conn,
+            DisconnectReason::TransportError,
+            1003,
+            "binary attachments are not supported yet",
+        );
     }
+}
+
+impl Engine {
+    /// One Engine.IO packet from a client, whichever transport brought it.
+    fn on_eio_packet(&self, conn: &Arc<Conn>, packet: EioPacket<'_>) {
+        match packet {
+            EioPacket::Pong(_) => conn.ping_sent_ms.store(0, Ordering::Release),
+            // In v3 the client pings and the server answers.
+            EioPacket::Ping(data) if conn.version == eio::Version::V3 => {
+                conn.last_ping_ms.store(conn.since_created_ms().max(1), Ordering::Release);
+                let mut pong = Vec::with_capacity(1 + data.len());
+                pong.push(b'3');
+                pong.extend_from_slice(data.as_bytes());
+                let _ = conn.link.send(ws_text(pong));
+            }
+            EioPacket::Message(packet) => {
+                if let Err(why) = self.on_packet(conn, packet) {
+                    self.close_conn(conn, DisconnectReason::TransportError, 1008, why);
+                }
+            }
+            EioPacket::Close => self.close_conn(conn, DisconnectReason::TransportClose, 1000, ""),
+            // A v4 client does not ping; a probe belongs to the upgrade (not served yet).
+            EioPacket::Ping(_) | EioPacket::Noop | EioPacket::Upgrade | EioPacket::Open => {}
+            EioPacket::Binary(_) => {
+                self.close_conn(
+                    conn,
+                    DisconnectReason::TransportError,
+                    1003,
+                    "binary attachments are not supported yet",
+                );
+            }
+        }
+    }
+}
+
+/// Why a polling request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PollRefusal {
+    /// No such session (`{"code":1,"message":"Session ID unknown"}`).
+    UnknownSid,
+    /// Not a polling session, an overlapping GET, a malformed body (`code 3`).
+    BadRequest,
 }
 
 /// The heartbeat: one task for every connection. Each tick it pings the connections
@@ -766,31 +891,30 @@ async fn sweep(shared: Weak<Shared>) {
         let connect = shared.config.connect_timeout.as_millis() as u64;
         let conns: Vec<Arc<Conn>> =
             shared.conns.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
-        drop(shared);
+        let engine = Engine { shared };
         for conn in conns {
             let now = conn.since_created_ms().max(1);
             let sent = conn.ping_sent_ms.load(Ordering::Acquire);
             if conn.version == eio::Version::V3 {
                 // The client pings every interval: silence past interval + timeout ends it.
                 if now.saturating_sub(conn.last_ping_ms.load(Ordering::Acquire)) > interval + timeout {
-                    let _ = conn.closed_by.set(DisconnectReason::PingTimeout);
-                    conn.transport.close(1000, "ping timeout");
+                    engine.close_conn(&conn, DisconnectReason::PingTimeout, 1000, "ping timeout");
                 } else if !conn.joined.load(Ordering::Acquire) && now > connect {
-                    conn.transport.close(1000, "no namespace joined");
+                    engine.close_conn(&conn, DisconnectReason::TransportClose, 1000, "no namespace joined");
                 }
             } else if sent != 0 && now.saturating_sub(sent) > timeout {
-                let _ = conn.closed_by.set(DisconnectReason::PingTimeout);
-                conn.transport.close(1000, "ping timeout");
+                engine.close_conn(&conn, DisconnectReason::PingTimeout, 1000, "ping timeout");
             } else if !conn.joined.load(Ordering::Acquire) && now > connect {
-                conn.transport.close(1000, "no namespace joined");
+                engine.close_conn(&conn, DisconnectReason::TransportClose, 1000, "no namespace joined");
             } else if sent == 0 && now.saturating_sub(conn.last_ping_ms.load(Ordering::Acquire)) >= interval {
                 conn.last_ping_ms.store(now, Ordering::Release);
                 conn.ping_sent_ms.store(now, Ordering::Release);
-                if let Err(SendError::SlowConsumer) = conn.transport.send(ping.clone()) {
-                    let _ = conn.closed_by.set(DisconnectReason::SlowConsumer);
+                if let Err(SendError::SlowConsumer) = conn.link.send(ping.clone()) {
+                    engine.close_conn(&conn, DisconnectReason::SlowConsumer, 1008, "slow consumer");
                 }
             }
         }
+        drop(engine);
     }
 }
 

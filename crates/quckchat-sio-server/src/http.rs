@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, PollRefusal};
 use crate::upgrade::{accept_key, websocket_key};
 
 /// An accepted connection's IO, as the HTTP server wrapped it: gives back the TCP stream
@@ -33,11 +33,17 @@ fn refuse(code: u8, message: &str) -> http::Response<String> {
 }
 
 impl Engine {
-    /// Answers an Engine.IO request. A WebSocket upgrade is accepted (101) and the
-    /// connection served once hyper hands it over; `IO` is the type the HTTP server
+    /// Answers an Engine.IO request: long-polling (the handshake, a GET that waits for
+    /// packets, a POST that brings them), or a WebSocket upgrade, accepted (101) and
+    /// served once hyper hands the connection over; `IO` is the type the HTTP server
     /// serves connections on (wrapped in hyper-util's `TokioIo`).
-    pub fn handle<IO: IntoTcp, B>(&self, mut request: http::Request<B>) -> http::Response<String> {
-        let query = request.uri().query().unwrap_or("");
+    pub async fn handle<IO: IntoTcp, B>(&self, mut request: http::Request<B>) -> http::Response<String>
+    where
+        B: http_body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let uri = request.uri().clone();
+        let query = uri.query().unwrap_or("");
         let param = |name: &str| {
             query.split('&').find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
         };
@@ -48,11 +54,14 @@ impl Engine {
             Some(version) => version,
             None => return refuse(5, "Unsupported protocol version"),
         };
-        if param("transport") != Some("websocket") {
-            return refuse(0, "Transport unknown");
+        match param("transport") {
+            Some("polling") => return self.handle_polling(request, version, param("sid")).await,
+            Some("websocket") => {}
+            _ => return refuse(0, "Transport unknown"),
         }
         if param("sid").is_some() {
-            // An upgrade of a polling session; polling comes with a later step.
+            // An upgrade of a polling session: not served yet (the handshake announces no
+            // upgrades, so clients do not ask).
             return refuse(1, "Session ID unknown");
         }
         let Some(key) = websocket_key(request.headers()).map(accept_key) else {
@@ -82,5 +91,58 @@ impl Engine {
             headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
         }
         response
+    }
+
+    /// Long-polling: no sid opens a session (its handshake in the answer); a GET waits
+    /// for packets; a POST brings the client's.
+    async fn handle_polling<B>(
+        &self,
+        request: http::Request<B>,
+        version: crate::eio::Version,
+        sid: Option<&str>,
+    ) -> http::Response<String>
+    where
+        B: http_body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let text = |body: String| {
+            let mut response = http::Response::new(body);
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=UTF-8"));
+            response
+        };
+        let query = request.uri().query().unwrap_or("").to_string();
+        let refused = |refusal: PollRefusal| match refusal {
+            PollRefusal::UnknownSid => refuse(1, "Session ID unknown"),
+            PollRefusal::BadRequest => refuse(3, "Bad request"),
+        };
+        match (request.method(), sid) {
+            (&http::Method::GET, None) => match self.open_polling(version, &query) {
+                Some(handshake) => text(handshake),
+                None => refuse(3, "Bad request"),
+            },
+            (&http::Method::GET, Some(sid)) => match self.poll(sid).await {
+                Ok(body) => text(body),
+                Err(refusal) => refused(refusal),
+            },
+            (&http::Method::POST, Some(sid)) => {
+                let sid = sid.to_string();
+                let limit = self.config().max_payload;
+                let body = http_body_util::Limited::new(request.into_body(), limit);
+                let Ok(collected) = http_body_util::BodyExt::collect(body).await else {
+                    let mut response = refuse(3, "Bad request");
+                    *response.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+                    return response;
+                };
+                let bytes = collected.to_bytes();
+                let Ok(body) = std::str::from_utf8(&bytes) else { return refuse(3, "Bad request") };
+                match self.post(&sid, body) {
+                    Ok(()) => text("ok".to_string()),
+                    Err(refusal) => refused(refusal),
+                }
+            }
+            _ => refuse(2, "Bad handshake method"),
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod direct;
 pub mod eio;
 pub mod engine;
 pub mod http;
+mod polling;
 pub mod sio;
 pub mod transport;
 pub mod upgrade;

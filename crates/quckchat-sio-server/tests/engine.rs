@@ -114,8 +114,9 @@ async fn server(config: Config) -> Server {
                     return;
                 };
                 let service = service_fn(move |req| {
-                    let response = engine.handle::<TcpStream, _>(req);
+                    let engine = engine.clone();
                     async move {
+                        let response = engine.handle::<TcpStream, _>(req).await;
                         Ok::<_, std::convert::Infallible>(
                             response.map(|body| http_body_util::Full::new(bytes::Bytes::from(body))),
                         )
@@ -436,4 +437,82 @@ async fn a_v3_client_that_stops_pinging_is_dropped() {
     }
     tokio::time::timeout(WAIT, s.chat.left.notified()).await.expect("the namespace is told");
     assert_eq!(*s.chat.gone.lock().unwrap(), vec![DisconnectReason::PingTimeout]);
+}
+
+/// Long-polling by hand: the handshake, a POST of packets, GETs that bring the answers.
+#[tokio::test]
+async fn a_polling_client_connects_and_gets_its_acks() {
+    let s = server(Config::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("{}/socket.io/?EIO=4&transport=polling", s.url);
+    let handshake = http.get(&base).send().await.unwrap().text().await.unwrap();
+    assert!(handshake.starts_with(r#"0{"sid":""#) && handshake.contains(r#""upgrades":[]"#), "{handshake}");
+    let sid = handshake[9..].split('"').next().unwrap().to_string();
+    let url = format!("{base}&sid={sid}");
+    let post = |body: &'static str| http.post(&url).body(body).send();
+    assert_eq!(post(r#"40/chat,{"token":"good"}"#).await.unwrap().text().await.unwrap(), "ok");
+    let connected = http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(connected.starts_with(r#"40/chat,{"sid":""#), "{connected}");
+    // Two packets in one POST; their answers come in one GET or two.
+    assert_eq!(
+        post("42/chat,1[\"echo\",\"a\"]\x1e42/chat,2[\"echo\",\"b\"]").await.unwrap().text().await.unwrap(),
+        "ok"
+    );
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let body = http.get(&url).send().await.unwrap().text().await.unwrap();
+        answers.extend(body.split('\x1e').filter(|p| p.starts_with("43")).map(str::to_string));
+    }
+    assert_eq!(answers, vec![r#"43/chat,1["a"]"#, r#"43/chat,2["b"]"#]);
+    // The client closes: the namespace is told, the session is gone.
+    assert_eq!(post("1").await.unwrap().text().await.unwrap(), "ok");
+    tokio::time::timeout(WAIT, s.chat.left.notified()).await.expect("the namespace is told");
+    assert_eq!(*s.chat.gone.lock().unwrap(), vec![DisconnectReason::TransportClose]);
+    let gone = http.get(&url).send().await.unwrap();
+    assert_eq!(gone.status(), 400);
+    assert_eq!(gone.text().await.unwrap(), r#"{"code":1,"message":"Session ID unknown"}"#);
+}
+
+/// A v3 polling payload: `<length>:<packet>`, lengths in UTF-16 units.
+#[tokio::test]
+async fn a_v3_polling_client_gets_length_prefixed_payloads() {
+    let s = server(Config::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("{}/socket.io/?EIO=3&transport=polling&token=good", s.url);
+    let handshake = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let (len, packet) = handshake.split_once(':').unwrap();
+    assert!(packet.starts_with(r#"0{"sid":""#), "{handshake}");
+    assert_eq!(len.parse::<usize>().unwrap(), packet.encode_utf16().count());
+    let sid = packet[9..].split('"').next().unwrap().to_string();
+    let url = format!("{base}&sid={sid}");
+    assert_eq!(http.post(&url).body("8:40/chat,").send().await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(http.get(&url).send().await.unwrap().text().await.unwrap(), "8:40/chat,");
+    assert_eq!(http.post(&url).body("2:2é").send().await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(http.get(&url).send().await.unwrap().text().await.unwrap(), "2:3é");
+}
+
+/// Two GETs at once on one session: refused, and the session closed.
+#[tokio::test]
+async fn overlapping_polls_close_the_session() {
+    let s = server(Config::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("{}/socket.io/?EIO=4&transport=polling", s.url);
+    let handshake = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let sid = handshake[9..].split('"').next().unwrap().to_string();
+    let url = format!("{base}&sid={sid}");
+    // Two GETs at once: whichever comes second is refused, and the one waiting is
+    // answered with the close packet (the session is closed).
+    let get = |http: reqwest::Client, url: String| async move {
+        let response = http.get(&url).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let (a, b) = tokio::time::timeout(WAIT, async {
+        tokio::join!(get(http.clone(), url.clone()), get(http.clone(), url.clone()))
+    })
+    .await
+    .expect("both answered");
+    let mut answers = [a, b];
+    answers.sort();
+    assert_eq!(answers[0], (200, "1".to_string()));
+    assert_eq!(answers[1], (400, r#"{"code":3,"message":"Bad request"}"#.to_string()));
 }

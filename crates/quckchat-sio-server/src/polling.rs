@@ -1,0 +1,209 @@
+//! HTTP long-polling: what a connection's client has not fetched yet, and the one GET
+//! that may wait for it.
+//!
+//! Packets are queued as the WebSocket frames the engine encodes anyway (a broadcast's
+//! one frame is shared by WebSocket and polling clients alike); a GET answers with their
+//! payloads, the frame headers skipped, in the client's payload format. The queue is
+//! bounded in bytes like a WebSocket's.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::eio::{self, Outgoing, Version};
+use crate::transport::SendError;
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Bytes>,
+    bytes: usize,
+    /// A GET is waiting (a second one at the same time is an error).
+    getting: bool,
+    /// The connection is closed: a waiting or later GET gets the close packet.
+    closed: bool,
+    slow: bool,
+}
+
+/// A polling connection's outgoing side.
+#[derive(Debug)]
+pub(crate) struct Polling {
+    state: Mutex<State>,
+    wake: Notify,
+    budget: usize,
+}
+
+/// Why a GET got no payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PollError {
+    /// Another GET is already waiting on this connection.
+    Overlap,
+}
+
+/// The payload of a server frame (the engine's: final, unmasked, text): its header skipped.
+fn frame_payload(frame: &[u8]) -> &[u8] {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    frame.get(header..).unwrap_or_default()
+}
+
+/// Packets (type digit and data) as one payload in `version`'s format.
+fn payload(version: Version, texts: &[&str]) -> String {
+    let packets: Vec<Outgoing<'_>> = texts
+        .iter()
+        .filter_map(|t| t.as_bytes().first().filter(|d| d.is_ascii_digit()).map(|d| Outgoing::Text(d - b'0', &t[1..])))
+        .collect();
+    let mut body = String::new();
+    eio::encode_payload(version, &packets, &mut body);
+    body
+}
+
+impl Polling {
+    pub(crate) fn new(budget: usize) -> Self {
+        Self { state: Mutex::new(State::default()), wake: Notify::new(), budget }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a frame for the next GET.
+    pub(crate) fn send(&self, frame: Bytes) -> Result<(), SendError> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(if state.slow { SendError::SlowConsumer } else { SendError::Closed });
+        }
+        if !state.queue.is_empty() && state.bytes + frame.len() > self.budget {
+            state.closed = true;
+            state.slow = true;
+            drop(state);
+            self.wake.notify_one();
+            return Err(SendError::SlowConsumer);
+        }
+        state.bytes += frame.len();
+        state.queue.push_back(frame);
+        drop(state);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Closes: a waiting GET returns the close packet (after what was queued).
+    pub(crate) fn close(&self) {
+        self.state().closed = true;
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+
+    pub(crate) fn was_slow(&self) -> bool {
+        self.state().slow
+    }
+
+    /// Everything queued now, as a payload (the handshake's answer); `None` when empty.
+    pub(crate) fn take_now(&self, version: Version) -> Option<String> {
+        let frames = {
+            let mut state = self.state();
+            state.bytes = 0;
+            std::mem::take(&mut state.queue)
+        };
+        let texts: Vec<&str> = frames.iter().filter_map(|f| std::str::from_utf8(frame_payload(f)).ok()).collect();
+        (!texts.is_empty()).then(|| payload(version, &texts))
+    }
+
+    /// Waits up to `wait` for something to send, then answers with everything queued
+    /// (a noop when nothing came, so the client polls again; the close packet last once
+    /// the connection is closed).
+    pub(crate) async fn take(&self, version: Version, wait: Duration) -> Result<String, PollError> {
+        {
+            let mut state = self.state();
+            if state.getting {
+                return Err(PollError::Overlap);
+            }
+            state.getting = true;
+        }
+        let ready = async {
+            loop {
+                {
+                    let state = self.state();
+                    if !state.queue.is_empty() || state.closed {
+                        return;
+                    }
+                }
+                self.wake.notified().await;
+            }
+        };
+        let _ = tokio::time::timeout(wait, ready).await;
+        let mut state = self.state();
+        state.getting = false;
+        let frames = std::mem::take(&mut state.queue);
+        state.bytes = 0;
+        let closed = state.closed && !state.slow;
+        drop(state);
+        let mut texts: Vec<&str> = frames.iter().filter_map(|f| std::str::from_utf8(frame_payload(f)).ok()).collect();
+        if closed {
+            texts.push("1");
+        }
+        if texts.is_empty() {
+            texts.push("6");
+        }
+        Ok(payload(version, &texts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws;
+
+    #[tokio::test]
+    async fn a_get_answers_with_everything_queued_in_the_clients_format() {
+        let polling = Polling::new(1 << 20);
+        polling.send(ws::text_frame("42[\"a\"]")).unwrap();
+        polling.send(ws::text_frame(&format!("42[\"{}\"]", "x".repeat(200)))).unwrap();
+        let body = polling.take(Version::V4, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(body, format!("42[\"a\"]\x1e42[\"{}\"]", "x".repeat(200)));
+        polling.send(ws::text_frame("2")).unwrap();
+        assert_eq!(polling.take(Version::V3, Duration::from_secs(1)).await.unwrap(), "1:2");
+    }
+
+    #[tokio::test]
+    async fn an_empty_wait_ends_with_a_noop_and_a_close_with_the_close_packet() {
+        let polling = Polling::new(1 << 20);
+        assert_eq!(polling.take(Version::V4, Duration::from_millis(10)).await.unwrap(), "6");
+        polling.send(ws::text_frame("40")).unwrap();
+        polling.close();
+        assert_eq!(polling.take(Version::V4, Duration::from_secs(1)).await.unwrap(), "40\x1e1");
+        assert_eq!(polling.send(ws::text_frame("2")), Err(SendError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_second_get_while_one_waits_is_refused() {
+        let polling = std::sync::Arc::new(Polling::new(1 << 20));
+        let first = tokio::spawn({
+            let polling = polling.clone();
+            async move { polling.take(Version::V4, Duration::from_secs(5)).await }
+        });
+        // The first GET is waiting once it holds the slot: poll until then.
+        while !polling.state().getting {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(polling.take(Version::V4, Duration::from_secs(1)).await, Err(PollError::Overlap));
+        polling.send(ws::text_frame("3")).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), "3");
+    }
+
+    #[test]
+    fn a_client_that_never_polls_is_cut_off_at_its_budget() {
+        let polling = Polling::new(100);
+        polling.send(ws::text_frame(&"x".repeat(90))).unwrap();
+        assert_eq!(polling.send(ws::text_frame(&"y".repeat(20))), Err(SendError::SlowConsumer));
+        assert!(polling.is_closed() && polling.was_slow());
+    }
+}
