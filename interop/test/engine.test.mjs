@@ -2,7 +2,7 @@
 // against npm's real socket.io-client 4.x, over WebSocket: the engine's example server
 // (`examples/echo_server.rs`) serves a test namespace; socket.io-client 2.x (Engine.IO v3,
 // Socket.IO protocol v4, the token in the query) too, over WebSocket and long-polling.
-// What the engine does not do yet (the upgrade from polling, binary) is not tested here.
+// and the upgrade from one to the other. Binary (not done yet) is not tested here.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -159,8 +159,8 @@ test('v2: the server disconnects a socket: the client sees "io server disconnect
   assert.equal(await reason, 'io server disconnect');
 });
 
-test('long-polling: a client with the default transports connects, gets acks and broadcasts', T, async () => {
-  const ann = await connect({ token: 'good', name: 'ann' }, ['polling', 'websocket']);
+test('long-polling only: a client connects, gets acks and broadcasts', T, async () => {
+  const ann = await connect({ token: 'good', name: 'ann' }, ['polling']);
   assert.equal(ann.io.engine.transport.name, 'polling');
   assert.deepEqual(await ann.timeout(WAIT_MS).emitWithAck('echo', { p: 1 }), { p: 1 });
   const bob = await connect({ token: 'good', name: 'bob' });
@@ -173,8 +173,30 @@ test('long-polling: a client with the default transports connects, gets acks and
   assert.equal(await reason, 'io server disconnect');
 });
 
-test('long-polling, v2: a socket.io-client 2.x with its default transports connects and gets acks', T, async () => {
-  const ann = await connectV2(ioV2, url, '/chat', 'good', { label: 'ann (v2, polling)', transports: ['polling', 'websocket'] });
+test('long-polling only, v2: a socket.io-client 2.x connects and gets acks', T, async () => {
+  const ann = await connectV2(ioV2, url, '/chat', 'good', { label: 'ann (v2, polling)', transports: ['polling'] });
   assert.equal(ann.io.engine.transport.name, 'polling');
   assert.deepEqual(await emitAckV2(ann, 'echo', { v: 2, p: 1 }), { v: 2, p: 1 });
+});
+
+/** Resolves once the client's engine has upgraded to WebSocket. */
+function upgraded(socket) {
+  if (socket.io.engine.transport.name === 'websocket') return Promise.resolve();
+  return within(new Promise((resolve) => socket.io.engine.once('upgrade', resolve)), 'the upgrade');
+}
+
+test('default transports: starts on polling, upgrades to WebSocket, keeps its socket', T, async () => {
+  const ann = await connect({ token: 'good', name: 'ann' }, ['polling', 'websocket']);
+  const id = ann.id;
+  await upgraded(ann);
+  assert.equal(ann.io.engine.transport.name, 'websocket');
+  assert.equal(ann.id, id);
+  assert.deepEqual(await ann.timeout(WAIT_MS).emitWithAck('echo', 'after the upgrade'), 'after the upgrade');
+});
+
+test('default transports, v2: a socket.io-client 2.x upgrades too', T, async () => {
+  const ann = await connectV2(ioV2, url, '/chat', 'good', { label: 'ann (v2)', transports: ['polling', 'websocket'] });
+  await upgraded(ann);
+  assert.equal(ann.io.engine.transport.name, 'websocket');
+  assert.deepEqual(await emitAckV2(ann, 'echo', 'v2 after the upgrade'), 'v2 after the upgrade');
 });

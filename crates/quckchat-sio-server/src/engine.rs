@@ -7,8 +7,8 @@
 //! state, and the namespace sockets it carries. Handlers are per namespace, not per
 //! socket, so a socket costs its id, its rooms and what its namespace stores in it.
 //!
-//! Not yet here (issue 12, later steps): the upgrade from long-polling to WebSocket,
-//! binary attachments, connection state recovery, the fleet adapter.
+//! Not yet here (issue 12, later steps): binary attachments, connection state recovery,
+//! the fleet adapter.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -172,7 +172,7 @@ impl Link {
     fn close(&self, code: u16, reason: &str) {
         match self {
             Link::WebSocket(transport) => transport.close(code, reason),
-            Link::Polling(polling) => polling.close(),
+            Link::Polling(polling) => polling.close(code, reason),
         }
     }
 }
@@ -526,6 +526,7 @@ impl Engine {
     /// A new connection: its open packet queued, the root namespace connected for a v3
     /// client, registered for the heartbeat. `None` when the open packet could not go.
     fn open(&self, link: Link, version: eio::Version, query: &str) -> Option<Arc<Conn>> {
+        let upgrades = matches!(link, Link::Polling(_));
         let sid = random_id();
         let conn = Arc::new(Conn {
             sid: sid.clone().into(),
@@ -544,7 +545,7 @@ impl Engine {
         let config = &self.shared.config;
         let open = eio::Handshake {
             sid: &sid,
-            upgrades: false,
+            upgrades,
             ping_interval_ms: config.ping_interval.as_millis() as u64,
             ping_timeout_ms: config.ping_timeout.as_millis() as u64,
             max_payload: config.max_payload as u64,
@@ -611,6 +612,36 @@ impl Engine {
         self.end(&conn, reason);
     }
 
+    /// Serves the WebSocket a polling connection upgrades to: the probe answered on it,
+    /// the connection moved over at the client's `5`, served until it closes.
+    pub async fn serve_upgrade(&self, stream: TcpStream, leftover: Bytes, sid: &str) {
+        let conn = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).get(sid).cloned();
+        let Some(conn) = conn else { return };
+        let Link::Polling(polling) = &conn.link else { return };
+        if polling.is_upgraded() {
+            return;
+        }
+        let transport = Arc::new(Transport::new(stream, self.shared.config.send_budget));
+        let mut inbound =
+            UpgradeInbound { engine: self.clone(), conn: conn.clone(), transport: transport.clone(), upgraded: false };
+        let ended = transport.run(&mut inbound, self.shared.config.max_payload, leftover).await;
+        if inbound.upgraded {
+            let reason = conn.closed_by.get().copied().unwrap_or(match ended {
+                Ended::SlowConsumer => DisconnectReason::SlowConsumer,
+                Ended::Protocol(_) | Ended::Io(_) => DisconnectReason::TransportError,
+                Ended::ClientClosed | Ended::ServerClosed => DisconnectReason::TransportClose,
+            });
+            self.end(&conn, reason);
+        }
+        // A probe that never completed leaves the polling connection as it was.
+    }
+
+    /// Whether `sid` names a polling connection not upgraded yet.
+    pub(crate) fn is_polling_session(&self, sid: &str) -> bool {
+        let conns = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        conns.get(sid).is_some_and(|c| matches!(&c.link, Link::Polling(p) if !p.is_upgraded()))
+    }
+
     /// Opens a polling connection; its handshake payload.
     pub(crate) fn open_polling(&self, version: eio::Version, query: &str) -> Option<String> {
         let conn = self.open(Link::Polling(Polling::new(self.shared.config.send_budget)), version, query)?;
@@ -625,6 +656,9 @@ impl Engine {
         let conn = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).get(sid).cloned();
         let Some(conn) = conn else { return Err(PollRefusal::UnknownSid) };
         let Link::Polling(polling) = &conn.link else { return Err(PollRefusal::BadRequest) };
+        if polling.is_upgraded() {
+            return Err(PollRefusal::BadRequest);
+        }
         match polling.take(conn.version, self.shared.config.ping_interval).await {
             Ok(body) => {
                 if polling.is_closed() {
@@ -648,7 +682,7 @@ impl Engine {
     pub(crate) fn post(&self, sid: &str, body: &str) -> Result<(), PollRefusal> {
         let conn = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).get(sid).cloned();
         let Some(conn) = conn else { return Err(PollRefusal::UnknownSid) };
-        if !matches!(conn.link, Link::Polling(_)) {
+        if !matches!(&conn.link, Link::Polling(polling) if !polling.is_upgraded()) {
             return Err(PollRefusal::BadRequest);
         }
         let Ok(packets) = eio::decode_payload(conn.version, body) else {
@@ -815,6 +849,44 @@ impl Inbound for ConnInbound {
             1003,
             "binary attachments are not supported yet",
         );
+    }
+}
+
+/// The WebSocket a polling connection is upgrading to: the probe, then the switch; then
+/// the connection's own inbound side.
+struct UpgradeInbound {
+    engine: Engine,
+    conn: Arc<Conn>,
+    transport: Arc<Transport>,
+    upgraded: bool,
+}
+
+impl Inbound for UpgradeInbound {
+    fn text(&mut self, transport: &Transport, text: &str) {
+        if self.upgraded {
+            return ConnInbound { engine: self.engine.clone(), conn: self.conn.clone() }.text(transport, text);
+        }
+        let Link::Polling(polling) = &self.conn.link else { return };
+        match eio::decode_text(text) {
+            Ok(EioPacket::Ping("probe")) => {
+                let _ = transport.send(ws_text(b"3probe".to_vec()));
+                polling.release_poll();
+            }
+            Ok(EioPacket::Upgrade) => {
+                polling.upgrade(self.transport.clone());
+                self.upgraded = true;
+            }
+            // Nothing else belongs to a probe: this WebSocket is dropped, the polling
+            // connection goes on.
+            _ => transport.close(1002, "unexpected packet during the upgrade"),
+        }
+    }
+
+    fn binary(&mut self, transport: &Transport, data: &[u8]) {
+        if self.upgraded {
+            return ConnInbound { engine: self.engine.clone(), conn: self.conn.clone() }.binary(transport, data);
+        }
+        transport.close(1002, "unexpected packet during the upgrade");
     }
 }
 

@@ -59,9 +59,11 @@ impl Engine {
             Some("websocket") => {}
             _ => return refuse(0, "Transport unknown"),
         }
-        if param("sid").is_some() {
-            // An upgrade of a polling session: not served yet (the handshake announces no
-            // upgrades, so clients do not ask).
+        // With a sid: the upgrade of a polling session, which must exist.
+        let sid = param("sid").map(str::to_string);
+        if let Some(sid) = &sid
+            && !self.is_polling_session(sid)
+        {
             return refuse(1, "Session ID unknown");
         }
         let Some(key) = websocket_key(request.headers()).map(accept_key) else {
@@ -79,7 +81,10 @@ impl Engine {
                 return;
             };
             let (stream, guard) = parts.io.into_inner().into_tcp();
-            engine.serve_websocket(stream, parts.read_buf, version, &query).await;
+            match sid {
+                Some(sid) => engine.serve_upgrade(stream, parts.read_buf, &sid).await,
+                None => engine.serve_websocket(stream, parts.read_buf, version, &query).await,
+            }
             drop(guard);
         });
         let mut response = http::Response::new(String::new());

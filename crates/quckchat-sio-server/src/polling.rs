@@ -7,14 +7,14 @@
 //! bounded in bytes like a WebSocket's.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::eio::{self, Outgoing, Version};
-use crate::transport::SendError;
+use crate::transport::{SendError, Transport};
 
 #[derive(Debug, Default)]
 struct State {
@@ -25,6 +25,8 @@ struct State {
     /// The connection is closed: a waiting or later GET gets the close packet.
     closed: bool,
     slow: bool,
+    /// Upgraded: everything goes through this WebSocket now.
+    upgraded: Option<Arc<Transport>>,
 }
 
 /// A polling connection's outgoing side.
@@ -75,6 +77,9 @@ impl Polling {
     /// Queues a frame for the next GET.
     pub(crate) fn send(&self, frame: Bytes) -> Result<(), SendError> {
         let mut state = self.state();
+        if let Some(transport) = &state.upgraded {
+            return transport.send(frame);
+        }
         if state.closed {
             return Err(if state.slow { SendError::SlowConsumer } else { SendError::Closed });
         }
@@ -93,9 +98,38 @@ impl Polling {
     }
 
     /// Closes: a waiting GET returns the close packet (after what was queued).
-    pub(crate) fn close(&self) {
-        self.state().closed = true;
+    pub(crate) fn close(&self, code: u16, reason: &str) {
+        let mut state = self.state();
+        if let Some(transport) = &state.upgraded {
+            return transport.close(code, reason);
+        }
+        state.closed = true;
+        drop(state);
         self.wake.notify_one();
+    }
+
+    /// The upgrade's probe was answered: the waiting GET returns (a noop) so that the
+    /// client stops polling.
+    pub(crate) fn release_poll(&self) {
+        let _ = self.send(crate::ws::text_frame("6"));
+    }
+
+    /// The client completed the upgrade: what is queued goes out on the WebSocket, in
+    /// order, and so does everything sent from now on.
+    pub(crate) fn upgrade(&self, transport: Arc<Transport>) {
+        let mut state = self.state();
+        for frame in std::mem::take(&mut state.queue) {
+            let _ = transport.send(frame);
+        }
+        state.bytes = 0;
+        state.upgraded = Some(transport);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Whether the connection went over to a WebSocket.
+    pub(crate) fn is_upgraded(&self) -> bool {
+        self.state().upgraded.is_some()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -178,7 +212,7 @@ mod tests {
         let polling = Polling::new(1 << 20);
         assert_eq!(polling.take(Version::V4, Duration::from_millis(10)).await.unwrap(), "6");
         polling.send(ws::text_frame("40")).unwrap();
-        polling.close();
+        polling.close(1000, "");
         assert_eq!(polling.take(Version::V4, Duration::from_secs(1)).await.unwrap(), "40\x1e1");
         assert_eq!(polling.send(ws::text_frame("2")), Err(SendError::Closed));
     }

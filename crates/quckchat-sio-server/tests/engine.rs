@@ -446,7 +446,7 @@ async fn a_polling_client_connects_and_gets_its_acks() {
     let http = reqwest::Client::new();
     let base = format!("{}/socket.io/?EIO=4&transport=polling", s.url);
     let handshake = http.get(&base).send().await.unwrap().text().await.unwrap();
-    assert!(handshake.starts_with(r#"0{"sid":""#) && handshake.contains(r#""upgrades":[]"#), "{handshake}");
+    assert!(handshake.starts_with(r#"0{"sid":""#) && handshake.contains(r#""upgrades":["websocket"]"#), "{handshake}");
     let sid = handshake[9..].split('"').next().unwrap().to_string();
     let url = format!("{base}&sid={sid}");
     let post = |body: &'static str| http.post(&url).body(body).send();
@@ -515,4 +515,39 @@ async fn overlapping_polls_close_the_session() {
     answers.sort();
     assert_eq!(answers[0], (200, "1".to_string()));
     assert_eq!(answers[1], (400, r#"{"code":3,"message":"Bad request"}"#.to_string()));
+}
+
+/// The upgrade from polling: the probe over the WebSocket, the waiting GET released, the
+/// switch at `5`, then everything over the WebSocket, the polling session's state kept.
+#[tokio::test]
+async fn a_polling_client_upgrades_to_websocket() {
+    let s = server(Config::default()).await;
+    let http = reqwest::Client::new();
+    let base = format!("{}/socket.io/?EIO=4&transport=polling", s.url);
+    let handshake = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let sid = handshake[9..].split('"').next().unwrap().to_string();
+    let url = format!("{base}&sid={sid}");
+    http.post(&url).body(r#"40/chat,{"token":"good","name":"ann"}"#).send().await.unwrap();
+    assert!(http.get(&url).send().await.unwrap().text().await.unwrap().starts_with("40/chat,"));
+    // A GET waits, as a polling client's always does.
+    let waiting = tokio::spawn({
+        let (http, url) = (http.clone(), url.clone());
+        async move { http.get(&url).send().await.unwrap().text().await.unwrap() }
+    });
+    let ws_url = format!("{}/socket.io/?EIO=4&transport=websocket&sid={sid}", s.url.replace("http", "ws"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "3probe");
+    assert_eq!(tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap(), "6", "the waiting GET is released");
+    ws.send(Message::text("5")).await.unwrap();
+    // Over the WebSocket now: the same socket (its data from the polling CONNECT).
+    ws.send(Message::text(r#"42/chat,1["join","r"]"#)).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, r#"43/chat,1[true]"#);
+    ws.send(Message::text(r#"42/chat,2["echo","over ws"]"#)).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, r#"43/chat,2["over ws"]"#);
+    // Polling is over for this session.
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 400);
+    ws.close(None).await.unwrap();
+    tokio::time::timeout(WAIT, s.chat.left.notified()).await.expect("the namespace is told");
+    assert_eq!(*s.chat.gone.lock().unwrap(), vec![DisconnectReason::TransportClose]);
 }
