@@ -2,7 +2,7 @@
 // against npm's real socket.io-client 4.x, over WebSocket: the engine's example server
 // (`examples/echo_server.rs`) serves a test namespace; socket.io-client 2.x (Engine.IO v3,
 // Socket.IO protocol v4, the token in the query) too, over WebSocket and long-polling.
-// and the upgrade from one to the other. Binary (not done yet) is not tested here.
+// and the upgrade from one to the other, binary attachments too.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -199,4 +199,18 @@ test('default transports, v2: a socket.io-client 2.x upgrades too', T, async () 
   await upgraded(ann);
   assert.equal(ann.io.engine.transport.name, 'websocket');
   assert.deepEqual(await emitAckV2(ann, 'echo', 'v2 after the upgrade'), 'v2 after the upgrade');
+});
+
+test('binary attachments both ways (v4 over WebSocket and polling, v2)', T, async () => {
+  for (const transports of [['websocket'], ['polling']]) {
+    const socket = await connect({ token: 'good', name: 'ann' }, transports);
+    const back = within(new Promise((resolve) => socket.once('bin-back', (...args) => resolve(args))), 'bin-back');
+    const acked = await socket.timeout(WAIT_MS).emitWithAck('bin', Buffer.from([1, 2, 3]), 'x');
+    assert.deepEqual(Buffer.from(acked), Buffer.from([1, 2, 3]), transports.join());
+    const [data, text] = await back;
+    assert.deepEqual([Buffer.from(data), text], [Buffer.from([1, 2, 3]), 'x'], transports.join());
+  }
+  const v2 = await connectV2(ioV2, url, '/chat', 'good', { label: 'ann (v2)' });
+  const acked = await emitAckV2(v2, 'bin', Buffer.from([9, 8]));
+  assert.deepEqual(Buffer.from(acked), Buffer.from([9, 8]));
 });

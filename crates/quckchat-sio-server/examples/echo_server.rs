@@ -61,6 +61,25 @@ impl Namespace for Chat {
         }
     }
 
+    fn binary_event(
+        &self,
+        socket: &Socket,
+        event: &str,
+        args: &[&RawValue],
+        attachments: Vec<bytes::Bytes>,
+        ack: Option<AckSender>,
+    ) {
+        // `bin` sends its arguments and attachments back, as an event and in its ack.
+        if event != "bin" {
+            return;
+        }
+        let args = args.iter().map(|a| a.get()).collect::<Vec<_>>().join(",");
+        let _ = socket.emit_binary("bin-back", &args, &attachments);
+        if let Some(ack) = ack {
+            let _ = ack.send_binary(&args, &attachments);
+        }
+    }
+
     fn disconnect(&self, _: &Socket, _: DisconnectReason) {}
 }
 

@@ -7,8 +7,8 @@
 //! state, and the namespace sockets it carries. Handlers are per namespace, not per
 //! socket, so a socket costs its id, its rooms and what its namespace stores in it.
 //!
-//! Not yet here (issue 12, later steps): binary attachments, connection state recovery,
-//! the fleet adapter.
+//! Not yet here (issue 12, later steps): connection state recovery, the fleet adapter,
+//! server-side emits that wait for the client's ack.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -111,6 +111,20 @@ pub trait Namespace: Send + Sync + 'static {
     /// client waits for an answer. Parse the arguments here, straight into their types,
     /// and spawn whatever must wait.
     fn event(&self, socket: &Socket, event: &str, args: &[&RawValue], ack: Option<AckSender>);
+    /// An event with binary attachments: `args` hold their placeholders
+    /// (`{"_placeholder":true,"num":N}`), `attachments` the bytes in order. By default the
+    /// attachments are left aside and [`Namespace::event`] sees the placeholders.
+    fn binary_event(
+        &self,
+        socket: &Socket,
+        event: &str,
+        args: &[&RawValue],
+        attachments: Vec<Bytes>,
+        ack: Option<AckSender>,
+    ) {
+        let _ = attachments;
+        self.event(socket, event, args, ack);
+    }
     /// The socket left (it has already left its rooms).
     fn disconnect(&self, socket: &Socket, reason: DisconnectReason);
 }
@@ -122,6 +136,16 @@ impl<T: Namespace> Namespace for Arc<T> {
     }
     fn event(&self, socket: &Socket, event: &str, args: &[&RawValue], ack: Option<AckSender>) {
         (**self).event(socket, event, args, ack);
+    }
+    fn binary_event(
+        &self,
+        socket: &Socket,
+        event: &str,
+        args: &[&RawValue],
+        attachments: Vec<Bytes>,
+        ack: Option<AckSender>,
+    ) {
+        (**self).binary_event(socket, event, args, attachments, ack);
     }
     fn disconnect(&self, socket: &Socket, reason: DisconnectReason) {
         (**self).disconnect(socket, reason);
@@ -153,6 +177,16 @@ struct Conn {
     ended: AtomicBool,
     /// Namespaces whose connect handler is running for this connection.
     pending: Mutex<Vec<Arc<NsEntry>>>,
+    /// A binary packet waiting for its attachments.
+    binary: Mutex<Option<PendingBinary>>,
+}
+
+/// A BINARY_EVENT or BINARY_ACK whose attachments are still arriving.
+struct PendingBinary {
+    /// The packet's text (kept until its attachments are in).
+    text: String,
+    expected: usize,
+    attachments: Vec<Bytes>,
 }
 
 /// How a connection reaches its client.
@@ -268,6 +302,45 @@ impl Socket {
         self.0.conn.link.send(event_frame(&self.0.ns.path, None, event, args))
     }
 
+    /// Sends an event with binary attachments: `args` hold their placeholders
+    /// (`{"_placeholder":true,"num":N}`).
+    pub fn emit_binary(&self, event: &str, args: &str, attachments: &[Bytes]) -> Result<(), SendError> {
+        if !self.connected() {
+            return Err(SendError::Closed);
+        }
+        let mut packet = Vec::with_capacity(24 + event.len() + args.len());
+        packet.push(b'4');
+        sio::write_header(&mut packet, Kind::BinaryEvent, &self.0.ns.path, attachments.len(), None);
+        packet.push(b'[');
+        let _ = serde_json::to_writer(&mut packet, event);
+        if !args.is_empty() {
+            packet.push(b',');
+            packet.extend_from_slice(args.as_bytes());
+        }
+        packet.push(b']');
+        self.send_with_attachments(ws_text(packet), attachments)
+    }
+
+    /// A binary packet's frame, then its attachments as binary frames (in v3 each starts
+    /// with the message type byte).
+    fn send_with_attachments(&self, packet: Bytes, attachments: &[Bytes]) -> Result<(), SendError> {
+        let link = &self.0.conn.link;
+        link.send(packet)?;
+        for data in attachments {
+            let frame = match self.0.conn.version {
+                eio::Version::V4 => ws::binary_frame(data),
+                eio::Version::V3 => {
+                    let mut typed = Vec::with_capacity(1 + data.len());
+                    typed.push(4);
+                    typed.extend_from_slice(data);
+                    ws::binary_frame(&typed)
+                }
+            };
+            link.send(frame)?;
+        }
+        Ok(())
+    }
+
     /// Sends an already encoded frame (from [`Broadcast`] or [`event_frame`]).
     pub fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
         self.0.conn.link.send(frame)
@@ -348,6 +421,17 @@ impl AckSender {
         packet.extend_from_slice(args.as_bytes());
         packet.push(b']');
         self.socket.0.conn.link.send(ws_text(packet))
+    }
+
+    /// Answers with `args` holding placeholders for `attachments`.
+    pub fn send_binary(self, args: &str, attachments: &[Bytes]) -> Result<(), SendError> {
+        let mut packet = Vec::with_capacity(16 + args.len());
+        packet.push(b'4');
+        sio::write_header(&mut packet, Kind::BinaryAck, &self.socket.0.ns.path, attachments.len(), Some(self.id));
+        packet.push(b'[');
+        packet.extend_from_slice(args.as_bytes());
+        packet.push(b']');
+        self.socket.send_with_attachments(ws_text(packet), attachments)
     }
 }
 
@@ -541,6 +625,7 @@ impl Engine {
             joined: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
+            binary: Mutex::new(None),
         });
         let config = &self.shared.config;
         let open = eio::Handshake {
@@ -739,21 +824,66 @@ impl Engine {
                 }
                 Ok(())
             }
-            Kind::Event => {
-                let socket = conn.sockets().iter().find(|s| &*s.0.ns.path == packet.nsp).cloned();
-                // An event for a namespace the connection has not joined is ignored, as
-                // the reference server does.
-                let Some(socket) = socket else { return Ok(()) };
-                let event = sio::event_args(packet.data).map_err(|_| "malformed event")?;
-                let ack = packet.id.map(|id| AckSender { socket: socket.clone(), id });
-                socket.0.ns.handler.event(&socket, &event.name, &event.args, ack);
+            Kind::Event => self.dispatch(conn, &packet, Vec::new()),
+            Kind::BinaryEvent | Kind::BinaryAck if packet.attachments > 0 => {
+                let mut binary = conn.binary.lock().unwrap_or_else(PoisonError::into_inner);
+                if binary.is_some() {
+                    return Err("a binary packet before the last one's attachments");
+                }
+                *binary = Some(PendingBinary {
+                    text: text.to_string(),
+                    expected: packet.attachments,
+                    attachments: Vec::with_capacity(packet.attachments),
+                });
                 Ok(())
             }
+            Kind::BinaryEvent => self.dispatch(conn, &packet, Vec::new()),
             // Acks from the client answer server-side emits with acks, which this engine
-            // does not make yet; binary packets come with the binary step.
-            Kind::Ack => Ok(()),
-            Kind::ConnectError | Kind::BinaryEvent | Kind::BinaryAck => Err("unsupported Socket.IO packet"),
+            // does not make.
+            Kind::Ack | Kind::BinaryAck => Ok(()),
+            Kind::ConnectError => Err("CONNECT_ERROR is the server's"),
         }
+    }
+
+    /// An attachment of the binary packet in progress; the packet is handled once its
+    /// attachments are all in.
+    fn on_attachment(&self, conn: &Arc<Conn>, data: &[u8]) -> Result<(), &'static str> {
+        let complete = {
+            let mut binary = conn.binary.lock().unwrap_or_else(PoisonError::into_inner);
+            let pending = binary.as_mut().ok_or("binary data with no packet waiting for it")?;
+            pending.attachments.push(Bytes::copy_from_slice(data));
+            if pending.attachments.len() < pending.expected {
+                return Ok(());
+            }
+            binary.take()
+        };
+        let Some(PendingBinary { text, attachments, .. }) = complete else { return Ok(()) };
+        let packet = sio::decode(&text).map_err(|_| "malformed Socket.IO packet")?;
+        match packet.kind {
+            Kind::BinaryEvent => self.dispatch(conn, &packet, attachments),
+            _ => Ok(()),
+        }
+    }
+
+    /// An event (with its attachments, if any) to its namespace's handler.
+    fn dispatch(
+        &self,
+        conn: &Arc<Conn>,
+        packet: &sio::Packet<'_>,
+        attachments: Vec<Bytes>,
+    ) -> Result<(), &'static str> {
+        let socket = conn.sockets().iter().find(|s| &*s.0.ns.path == packet.nsp).cloned();
+        // An event for a namespace the connection has not joined is ignored, as the
+        // reference server does.
+        let Some(socket) = socket else { return Ok(()) };
+        let event = sio::event_args(packet.data).map_err(|_| "malformed event")?;
+        let ack = packet.id.map(|id| AckSender { socket: socket.clone(), id });
+        if packet.kind == Kind::BinaryEvent {
+            socket.0.ns.handler.binary_event(&socket, &event.name, &event.args, attachments, ack);
+        } else {
+            socket.0.ns.handler.event(&socket, &event.name, &event.args, ack);
+        }
+        Ok(())
     }
 
     /// Runs a namespace's connect handler and, when it accepts, adds the socket.
@@ -842,13 +972,13 @@ impl Inbound for ConnInbound {
         }
     }
 
-    fn binary(&mut self, _transport: &Transport, _data: &[u8]) {
-        self.engine.close_conn(
-            &self.conn,
-            DisconnectReason::TransportError,
-            1003,
-            "binary attachments are not supported yet",
-        );
+    fn binary(&mut self, _transport: &Transport, data: &[u8]) {
+        match eio::decode_binary(self.conn.version, data) {
+            Ok(packet) => self.engine.on_eio_packet(&self.conn, packet),
+            Err(_) => {
+                self.engine.close_conn(&self.conn, DisconnectReason::TransportError, 1003, "malformed binary message")
+            }
+        }
     }
 }
 
@@ -911,13 +1041,10 @@ impl Engine {
             EioPacket::Close => self.close_conn(conn, DisconnectReason::TransportClose, 1000, ""),
             // A v4 client does not ping; a probe belongs to the upgrade (not served yet).
             EioPacket::Ping(_) | EioPacket::Noop | EioPacket::Upgrade | EioPacket::Open => {}
-            EioPacket::Binary(_) => {
-                self.close_conn(
-                    conn,
-                    DisconnectReason::TransportError,
-                    1003,
-                    "binary attachments are not supported yet",
-                );
+            EioPacket::Binary(data) => {
+                if let Err(why) = self.on_attachment(conn, &data) {
+                    self.close_conn(conn, DisconnectReason::TransportError, 1003, why);
+                }
             }
         }
     }

@@ -54,12 +54,33 @@ fn frame_payload(frame: &[u8]) -> &[u8] {
     frame.get(header..).unwrap_or_default()
 }
 
-/// Packets (type digit and data) as one payload in `version`'s format.
-fn payload(version: Version, texts: &[&str]) -> String {
-    let packets: Vec<Outgoing<'_>> = texts
-        .iter()
-        .filter_map(|t| t.as_bytes().first().filter(|d| d.is_ascii_digit()).map(|d| Outgoing::Text(d - b'0', &t[1..])))
-        .collect();
+/// Frames (the engine's server frames) and trailing text packets as one payload in
+/// `version`'s format: a text frame's packet as it is, a binary frame's data as a binary
+/// packet (in v3 without the type byte its WebSocket frame starts with).
+fn payload(version: Version, frames: &[Bytes], extra: &[&str]) -> String {
+    let mut packets: Vec<Outgoing<'_>> = Vec::with_capacity(frames.len() + extra.len());
+    for frame in frames {
+        let data = frame_payload(frame);
+        match frame.first().map(|b| b & 0x0f) {
+            Some(1) => {
+                if let Some((digit, rest)) = data.split_first().filter(|(d, _)| d.is_ascii_digit())
+                    && let Ok(rest) = std::str::from_utf8(rest)
+                {
+                    packets.push(Outgoing::Text(digit - b'0', rest));
+                }
+            }
+            Some(2) => packets.push(Outgoing::Binary(match version {
+                Version::V4 => data,
+                Version::V3 => data.get(1..).unwrap_or_default(),
+            })),
+            _ => {}
+        }
+    }
+    for text in extra {
+        if let Some(digit) = text.as_bytes().first() {
+            packets.push(Outgoing::Text(digit.wrapping_sub(b'0'), &text[1..]));
+        }
+    }
     let mut body = String::new();
     eio::encode_payload(version, &packets, &mut body);
     body
@@ -147,8 +168,8 @@ impl Polling {
             state.bytes = 0;
             std::mem::take(&mut state.queue)
         };
-        let texts: Vec<&str> = frames.iter().filter_map(|f| std::str::from_utf8(frame_payload(f)).ok()).collect();
-        (!texts.is_empty()).then(|| payload(version, &texts))
+        let frames: Vec<Bytes> = frames.into();
+        (!frames.is_empty()).then(|| payload(version, &frames, &[]))
     }
 
     /// Waits up to `wait` for something to send, then answers with everything queued
@@ -180,14 +201,13 @@ impl Polling {
         state.bytes = 0;
         let closed = state.closed && !state.slow;
         drop(state);
-        let mut texts: Vec<&str> = frames.iter().filter_map(|f| std::str::from_utf8(frame_payload(f)).ok()).collect();
-        if closed {
-            texts.push("1");
-        }
-        if texts.is_empty() {
-            texts.push("6");
-        }
-        Ok(payload(version, &texts))
+        let frames: Vec<Bytes> = frames.into();
+        let extra: &[&str] = match (closed, frames.is_empty()) {
+            (true, _) => &["1"],
+            (false, true) => &["6"],
+            (false, false) => &[],
+        };
+        Ok(payload(version, &frames, extra))
     }
 }
 

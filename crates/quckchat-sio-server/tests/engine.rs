@@ -84,6 +84,25 @@ impl Namespace for Chat {
         }
     }
 
+    fn binary_event(
+        &self,
+        socket: &Socket,
+        event: &str,
+        args: &[&RawValue],
+        attachments: Vec<bytes::Bytes>,
+        ack: Option<AckSender>,
+    ) {
+        // `bin` sends its arguments and attachments back, as an event and in its ack.
+        if event != "bin" {
+            return;
+        }
+        let args = args.iter().map(|a| a.get()).collect::<Vec<_>>().join(",");
+        let _ = socket.emit_binary("bin-back", &args, &attachments);
+        if let Some(ack) = ack {
+            let _ = ack.send_binary(&args, &attachments);
+        }
+    }
+
     fn disconnect(&self, _socket: &Socket, reason: DisconnectReason) {
         self.gone.lock().unwrap().push(reason);
         self.left.notify_one();
@@ -550,4 +569,62 @@ async fn a_polling_client_upgrades_to_websocket() {
     ws.close(None).await.unwrap();
     tokio::time::timeout(WAIT, s.chat.left.notified()).await.expect("the namespace is told");
     assert_eq!(*s.chat.gone.lock().unwrap(), vec![DisconnectReason::TransportClose]);
+}
+
+/// Binary attachments both ways, over WebSocket: an event whose placeholders are filled by
+/// the binary messages after it, sent back as an event and in an ack.
+#[tokio::test]
+async fn binary_attachments_travel_both_ways_over_websocket() {
+    let s = server(Config::default()).await;
+    let mut ws = raw(&s).await;
+    ws.send(Message::text(r#"40/chat,{"token":"good"}"#)).await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40/chat,"));
+    ws.send(Message::text(r#"452-/chat,9["bin",{"_placeholder":true,"num":0},"x",{"_placeholder":true,"num":1}]"#))
+        .await
+        .unwrap();
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    ws.send(Message::binary(vec![4u8])).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        got.push(tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap());
+    }
+    let args = r#"{"_placeholder":true,"num":0},"x",{"_placeholder":true,"num":1}"#;
+    assert_eq!(got[0], Message::text(format!(r#"452-/chat,["bin-back",{args}]"#)));
+    assert_eq!(got[1], Message::binary(vec![1u8, 2, 3]));
+    assert_eq!(got[2], Message::binary(vec![4u8]));
+    assert_eq!(got[3], Message::text(format!(r#"462-/chat,9[{args}]"#)));
+    assert_eq!(got[4], Message::binary(vec![1u8, 2, 3]));
+    assert_eq!(got[5], Message::binary(vec![4u8]));
+}
+
+/// Binary over polling: attachments as base64 packets (`b…` in v4, `b4…` in v3).
+#[tokio::test]
+async fn binary_attachments_travel_over_polling() {
+    let s = server(Config::default()).await;
+    let http = reqwest::Client::new();
+    for (eio, attachment) in [("4", "bAQID"), ("3", "b4AQID")] {
+        let base = format!("{}/socket.io/?EIO={eio}&transport=polling&token=good", s.url);
+        let handshake = http.get(&base).send().await.unwrap().text().await.unwrap();
+        let at = handshake.find(r#""sid":""#).unwrap() + 7;
+        let sid = handshake[at..].split('"').next().unwrap().to_string();
+        let url = format!("{base}&sid={sid}");
+        let payload = |packets: &[&str]| match eio {
+            "4" => packets.join("\x1e"),
+            _ => packets.iter().map(|p| format!("{}:{p}", p.encode_utf16().count())).collect(),
+        };
+        http.post(&url).body(payload(&["40/chat,"])).send().await.unwrap();
+        let connected = http.get(&url).send().await.unwrap().text().await.unwrap();
+        assert!(connected.contains("40/chat,"), "{connected}");
+        let event = r#"451-/chat,["bin",{"_placeholder":true,"num":0}]"#;
+        assert_eq!(
+            http.post(&url).body(payload(&[event, attachment])).send().await.unwrap().text().await.unwrap(),
+            "ok"
+        );
+        let back = http.get(&url).send().await.unwrap().text().await.unwrap();
+        assert_eq!(
+            back,
+            payload(&[r#"451-/chat,["bin-back",{"_placeholder":true,"num":0}]"#, attachment]),
+            "EIO={eio}"
+        );
+    }
 }
