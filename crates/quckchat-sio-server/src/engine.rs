@@ -127,6 +127,11 @@ pub trait Namespace: Send + Sync + 'static {
     }
     /// The socket left (it has already left its rooms).
     fn disconnect(&self, socket: &Socket, reason: DisconnectReason);
+    /// The socket is in its namespace: its CONNECT has been sent, so what is emitted now
+    /// reaches the client after it (greetings, state to catch up on).
+    fn connected(&self, socket: &Socket) {
+        let _ = socket;
+    }
 }
 
 /// A namespace shared with other owners (for example one that holds the engine).
@@ -149,6 +154,9 @@ impl<T: Namespace> Namespace for Arc<T> {
     }
     fn disconnect(&self, socket: &Socket, reason: DisconnectReason) {
         (**self).disconnect(socket, reason);
+    }
+    fn connected(&self, socket: &Socket) {
+        (**self).connected(socket);
     }
 }
 
@@ -937,6 +945,8 @@ impl Engine {
                         // The connection ended while the handler ran: the application,
                         // which accepted the socket, is told it went.
                         socket.leave_namespace(DisconnectReason::TransportClose);
+                    } else {
+                        ns.handler.connected(&socket);
                     }
                     return;
                 }

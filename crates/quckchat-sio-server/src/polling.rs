@@ -129,10 +129,13 @@ impl Polling {
         self.wake.notify_one();
     }
 
-    /// The upgrade's probe was answered: the waiting GET returns (a noop) so that the
-    /// client stops polling.
+    /// The upgrade's probe was answered: the waiting GET, if any, returns (a noop) so that
+    /// the client stops polling. (A GET that comes later is released by the upgrade.)
     pub(crate) fn release_poll(&self) {
-        let _ = self.send(crate::ws::text_frame("6"));
+        // Only to a GET that waits: a noop queued for none would go out on the WebSocket.
+        if self.state().getting {
+            let _ = self.send(crate::ws::text_frame("6"));
+        }
     }
 
     /// The client completed the upgrade: what is queued goes out on the WebSocket, in
