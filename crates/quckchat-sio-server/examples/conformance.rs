@@ -7,13 +7,15 @@
 //! attachments included) and acks `message-with-ack` with its arguments; `/custom` only
 //! emits `auth`. Ping interval 300 ms, ping timeout 200 ms, max payload 1,000,000, connect
 //! timeout 1 s; Engine.IO v3 only with `ALLOW_EIO3=true`. `HOST`, `PORT` choose the address.
-//! The raw Engine.IO echo at `/engine.io/` is not served (the engine has no raw mode yet).
+//! Engine.IO alone at `/engine.io/`: every message, text or binary, is echoed back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quckchat_sio_server::engine::{AckSender, BoxFuture, Config, DisconnectReason, Engine, Namespace, Refusal, Socket};
+use quckchat_sio_server::engine::{
+    AckSender, BoxFuture, Config, DisconnectReason, Engine, Namespace, RawConn, RawHandler, Refusal, Socket,
+};
 use serde_json::value::RawValue;
 
 /// The auth payload a socket connected with, kept for its `auth` greeting.
@@ -77,6 +79,18 @@ impl Namespace for Profile {
     fn disconnect(&self, _: &Socket, _: DisconnectReason) {}
 }
 
+/// `/engine.io/`: echoes every message.
+struct Echo;
+
+impl RawHandler for Echo {
+    fn message(&self, conn: &RawConn, text: &str) {
+        let _ = conn.send(text);
+    }
+    fn binary(&self, conn: &RawConn, data: &[u8]) {
+        let _ = conn.send_binary(data);
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
@@ -88,6 +102,7 @@ async fn main() {
         allow_eio3: env("ALLOW_EIO3").is_some_and(|v| v == "true"),
         ..Config::default()
     };
+    let echo = Arc::new(Engine::raw(config.clone(), Echo));
     let engine = Engine::new(config);
     engine.namespace("/", Profile { reply: true });
     engine.namespace("/custom", Profile { reply: false });
@@ -99,20 +114,35 @@ async fn main() {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
-        let engine = engine.clone();
+        let (engine, echo) = (engine.clone(), echo.clone());
         tokio::spawn(async move {
             let Some((stream, _)) = engine.serve_direct(stream, "/socket.io/", Box::new(())).await else { return };
+            let Some((stream, _)) = echo.serve_direct(stream, "/engine.io/", Box::new(())).await else { return };
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let engine = engine.clone();
+                let (engine, echo) = (engine.clone(), echo.clone());
                 async move {
-                    let response = if req.uri().path() == "/socket.io/" {
+                    let response = if req.method() == hyper::Method::OPTIONS {
+                        // A CORS preflight: anything goes.
+                        let mut response = hyper::Response::new(Bytes::new());
+                        *response.status_mut() = hyper::StatusCode::NO_CONTENT;
+                        let headers = response.headers_mut();
+                        let any = hyper::header::HeaderValue::from_static("*");
+                        headers.insert(
+                            "access-control-allow-methods",
+                            hyper::header::HeaderValue::from_static("GET, POST, OPTIONS"),
+                        );
+                        headers.insert("access-control-allow-headers", any);
+                        response
+                    } else if req.uri().path() == "/socket.io/" {
                         engine.handle::<tokio::net::TcpStream, _>(req).await
+                    } else if req.uri().path() == "/engine.io/" {
+                        echo.handle::<tokio::net::TcpStream, _>(req).await
                     } else {
-                        let mut response = hyper::Response::new("Not Found".to_string());
+                        let mut response = hyper::Response::new(Bytes::from_static(b"Not Found"));
                         *response.status_mut() = hyper::StatusCode::NOT_FOUND;
                         response
                     };
-                    let mut response = response.map(|b| http_body_util::Full::new(Bytes::from(b)));
+                    let mut response = response.map(http_body_util::Full::new);
                     response
                         .headers_mut()
                         .insert("access-control-allow-origin", hyper::header::HeaderValue::from_static("*"));

@@ -110,9 +110,7 @@ async fn main() {
                 let engine = engine.clone();
                 async move {
                     let response = engine.handle::<tokio::net::TcpStream, _>(req).await;
-                    Ok::<_, std::convert::Infallible>(
-                        response.map(|b| http_body_util::Full::new(bytes::Bytes::from(b))),
-                    )
+                    Ok::<_, std::convert::Infallible>(response.map(http_body_util::Full::new))
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -200,6 +200,78 @@ pub fn encode_payload(version: Version, packets: &[Outgoing<'_>], out: &mut Stri
     }
 }
 
+/// Engine.IO v3's binary payload (what a client with XHR2 gets when it did not ask for
+/// base64, and may POST): per packet a kind byte (0 text, 1 binary), its length as one
+/// byte per decimal digit, 255, then the packet: a text packet's type digit and data
+/// (its length in UTF-16 units, as JavaScript counts), or the type byte 4 and the data.
+pub fn encode_v3_binary_payload(packets: &[Outgoing<'_>], out: &mut Vec<u8>) {
+    let digits = |out: &mut Vec<u8>, n: usize| {
+        out.extend(itoa::Buffer::new().format(n).bytes().map(|d| d - b'0'));
+        out.push(255);
+    };
+    for packet in packets {
+        match packet {
+            Outgoing::Text(t, data) => {
+                out.push(0);
+                digits(out, 1 + data.encode_utf16().count());
+                out.push(b'0' + t);
+                out.extend_from_slice(data.as_bytes());
+            }
+            Outgoing::Binary(data) => {
+                out.push(1);
+                digits(out, 1 + data.len());
+                out.push(4);
+                out.extend_from_slice(data);
+            }
+        }
+    }
+}
+
+/// Decodes Engine.IO v3's binary payload (see [`encode_v3_binary_payload`]).
+pub fn decode_v3_binary_payload(mut body: &[u8]) -> Result<Vec<Packet<'_>>, EioError> {
+    let mut packets = Vec::new();
+    if body.is_empty() {
+        return Err(EioError::Empty);
+    }
+    while let Some((&kind, rest)) = body.split_first() {
+        let end = rest.iter().position(|&b| b == 255).ok_or(EioError::BadLength)?;
+        if end == 0 || end > 10 || rest[..end].iter().any(|&d| d > 9) {
+            return Err(EioError::BadLength);
+        }
+        let len = rest[..end].iter().fold(0usize, |n, &d| n * 10 + usize::from(d));
+        let rest = &rest[end + 1..];
+        match kind {
+            0 => {
+                let text = std::str::from_utf8(rest).map_err(|_| EioError::BadLength);
+                // The length counts UTF-16 units of the text; find where they end.
+                let text = match text {
+                    Ok(text) => text,
+                    // The body may go on with binary packets after this one: decode the
+                    // longest UTF-8 prefix.
+                    Err(_) => {
+                        let valid = std::str::from_utf8(rest).err().map_or(rest.len(), |e| e.valid_up_to());
+                        std::str::from_utf8(&rest[..valid]).map_err(|_| EioError::BadLength)?
+                    }
+                };
+                let bytes = utf16_prefix(text, len).ok_or(EioError::BadLength)?;
+                packets.push(decode_text(&text[..bytes])?);
+                body = &rest[bytes..];
+            }
+            1 => {
+                let data = rest.get(..len).ok_or(EioError::BadLength)?;
+                match data.split_first() {
+                    Some((4, data)) => packets.push(Packet::Binary(Cow::Borrowed(data))),
+                    Some((t, _)) => return Err(EioError::UnknownType(char::from(*t))),
+                    None => return Err(EioError::Empty),
+                }
+                body = &rest[len..];
+            }
+            _ => return Err(EioError::BadLength),
+        }
+    }
+    Ok(packets)
+}
+
 /// The handshake's settings, as the open packet announces them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handshake<'a> {
@@ -211,22 +283,22 @@ pub struct Handshake<'a> {
     pub ping_interval_ms: u64,
     /// Milliseconds a pong (v4) or ping (v3) may be late before the session closes.
     pub ping_timeout_ms: u64,
-    /// The largest polling payload accepted, in bytes (announced in v4 only).
+    /// The largest polling payload accepted, in bytes.
     pub max_payload: u64,
 }
 
 impl Handshake<'_> {
     /// The open packet's data: `{"sid":…,"upgrades":[…],"pingInterval":…,"pingTimeout":…}`
-    /// (and `maxPayload` in v4). The sid is ours (base64url), so it needs no escaping.
+    /// and `maxPayload`. The sid is ours (base64url), so it needs no escaping.
     pub fn json(&self, version: Version) -> String {
         let upgrades = if self.upgrades { r#"["websocket"]"# } else { "[]" };
         let mut json = format!(
             r#"{{"sid":"{}","upgrades":{},"pingInterval":{},"pingTimeout":{}"#,
             self.sid, upgrades, self.ping_interval_ms, self.ping_timeout_ms
         );
-        if version == Version::V4 {
-            json.push_str(&format!(r#","maxPayload":{}"#, self.max_payload));
-        }
+        // v3's reference server (engine.io 3.6) announces it too.
+        let _ = version;
+        json.push_str(&format!(r#","maxPayload":{}"#, self.max_payload));
         json.push('}');
         json
     }
@@ -292,6 +364,22 @@ mod tests {
     }
 
     #[test]
+    fn v3_binary_payloads() {
+        let mut out = Vec::new();
+        encode_v3_binary_payload(&[Outgoing::Binary(&[1, 2, 3, 4]), Outgoing::Text(4, "héllo")], &mut out);
+        let mut expected = vec![1, 5, 255, 4, 1, 2, 3, 4, 0, 6, 255, b'4'];
+        expected.extend_from_slice("héllo".as_bytes());
+        assert_eq!(out, expected);
+        assert_eq!(
+            decode_v3_binary_payload(&out),
+            Ok(vec![Packet::Binary(Cow::Borrowed(&[1, 2, 3, 4][..])), Packet::Message("héllo")])
+        );
+        for bad in [&[][..], &[1, 5], &[1, 9, 255, 4], &[2, 1, 255, 4], &[0, 12, 255, b'4']] {
+            assert!(decode_v3_binary_payload(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn handshake_json() {
         let h = Handshake {
             sid: "abc",
@@ -306,7 +394,10 @@ mod tests {
         );
         let v3: serde_json::Value =
             serde_json::from_str(&Handshake { upgrades: false, ..h }.json(Version::V3)).unwrap();
-        assert_eq!(v3, serde_json::json!({"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000}));
+        assert_eq!(
+            v3,
+            serde_json::json!({"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000})
+        );
     }
 
     fn outgoing() -> impl Strategy<Value = (bool, String, Vec<u8>, u8)> {

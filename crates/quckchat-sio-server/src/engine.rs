@@ -134,6 +134,46 @@ pub trait Namespace: Send + Sync + 'static {
     }
 }
 
+/// What an Engine.IO-only engine ([`Engine::raw`]) does with messages.
+pub trait RawHandler: Send + Sync + 'static {
+    /// A text message.
+    fn message(&self, conn: &RawConn, text: &str);
+    /// A binary message.
+    fn binary(&self, conn: &RawConn, data: &[u8]);
+}
+
+/// A connection of an Engine.IO-only engine.
+pub struct RawConn(Arc<Conn>);
+
+impl RawConn {
+    /// The Engine.IO session id.
+    pub fn sid(&self) -> &str {
+        &self.0.sid
+    }
+
+    /// Sends a text message.
+    pub fn send(&self, text: &str) -> Result<(), SendError> {
+        let mut packet = Vec::with_capacity(1 + text.len());
+        packet.push(b'4');
+        packet.extend_from_slice(text.as_bytes());
+        self.0.link.send(ws_text(packet))
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&self, data: &[u8]) -> Result<(), SendError> {
+        let frame = match self.0.version {
+            eio::Version::V4 => ws::binary_frame(data),
+            eio::Version::V3 => {
+                let mut typed = Vec::with_capacity(1 + data.len());
+                typed.push(4);
+                typed.extend_from_slice(data);
+                ws::binary_frame(&typed)
+            }
+        };
+        self.0.link.send(frame)
+    }
+}
+
 /// A namespace shared with other owners (for example one that holds the engine).
 impl<T: Namespace> Namespace for Arc<T> {
     fn connect(&self, socket: Socket, auth: Option<String>) -> BoxFuture<Result<(), Refusal>> {
@@ -516,6 +556,8 @@ pub struct Broadcast {
 
 struct Shared {
     config: Config,
+    /// An Engine.IO-only engine: messages go to this handler, no Socket.IO.
+    raw: Option<Arc<dyn RawHandler>>,
     /// Connections opened or closed since the heap was last trimmed.
     churn: AtomicU64,
     namespaces: RwLock<HashMap<Box<str>, Arc<NsEntry>>>,
@@ -540,8 +582,19 @@ pub struct Delivered {
 impl Engine {
     /// An engine with `config`; starts the heartbeat sweep (on the current runtime).
     pub fn new(config: Config) -> Engine {
+        Self::build(config, None)
+    }
+
+    /// An engine of Engine.IO alone: every message of every connection goes to `handler`
+    /// (no Socket.IO, no namespaces).
+    pub fn raw(config: Config, handler: impl RawHandler) -> Engine {
+        Self::build(config, Some(Arc::new(handler)))
+    }
+
+    fn build(config: Config, raw: Option<Arc<dyn RawHandler>>) -> Engine {
         let shared = Arc::new(Shared {
             config,
+            raw,
             churn: AtomicU64::new(0),
             namespaces: RwLock::default(),
             conns: Mutex::default(),
@@ -647,6 +700,10 @@ impl Engine {
         if conn.link.send(ws_text(format!("0{open}").into_bytes())).is_err() {
             return None;
         }
+        if self.shared.raw.is_some() {
+            // No namespaces to join: the connect timeout does not apply.
+            conn.joined.store(true, Ordering::Release);
+        }
         // Protocol v4 connects the root namespace without being asked, when there is one.
         if version == eio::Version::V3
             && let Some(root) = self.ns("/")
@@ -705,16 +762,27 @@ impl Engine {
         self.end(&conn, reason);
     }
 
+    /// A POST too large for the session: refused and the session closed.
+    pub(crate) fn post_too_large(&self, sid: &str) {
+        let conn = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).get(sid).cloned();
+        if let Some(conn) = conn {
+            self.close_conn(&conn, DisconnectReason::TransportError, 1009, "payload too large");
+        }
+    }
+
     /// Serves the WebSocket a polling connection upgrades to: the probe answered on it,
     /// the connection moved over at the client's `5`, served until it closes.
     pub async fn serve_upgrade(&self, stream: TcpStream, leftover: Bytes, sid: &str) {
         let conn = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).get(sid).cloned();
         let Some(conn) = conn else { return };
         let Link::Polling(polling) = &conn.link else { return };
+        let transport = Arc::new(Transport::new(stream, self.shared.config.send_budget));
         if polling.is_upgraded() {
+            // A second WebSocket for a session that has one: closed, the first goes on.
+            transport.close(1008, "session already upgraded");
+            let _ = transport.run(&mut Discard, 0, leftover).await;
             return;
         }
-        let transport = Arc::new(Transport::new(stream, self.shared.config.send_budget));
         let mut inbound =
             UpgradeInbound { engine: self.clone(), conn: conn.clone(), transport: transport.clone(), upgraded: false };
         let ended = transport.run(&mut inbound, self.shared.config.max_payload, leftover).await;
@@ -729,15 +797,17 @@ impl Engine {
         // A probe that never completed leaves the polling connection as it was.
     }
 
-    /// Whether `sid` names a polling connection not upgraded yet.
+    /// Whether `sid` names a polling connection (upgraded or not).
     pub(crate) fn is_polling_session(&self, sid: &str) -> bool {
         let conns = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        conns.get(sid).is_some_and(|c| matches!(&c.link, Link::Polling(p) if !p.is_upgraded()))
+        conns.get(sid).is_some_and(|c| matches!(&c.link, Link::Polling(_)))
     }
 
     /// Opens a polling connection; its handshake payload.
-    pub(crate) fn open_polling(&self, version: eio::Version, query: &str) -> Option<String> {
-        let conn = self.open(Link::Polling(Polling::new(self.shared.config.send_budget)), version, query)?;
+    pub(crate) fn open_polling(&self, version: eio::Version, query: &str) -> Option<crate::polling::Body> {
+        let b64 = query.split('&').any(|kv| kv == "b64=1" || kv == "b64=true");
+        let polling = Polling::new(self.shared.config.send_budget, !b64);
+        let conn = self.open(Link::Polling(polling), version, query)?;
         let Link::Polling(polling) = &conn.link else { return None };
         // Everything queued so far (the open packet, a v3 root CONNECT if it was quick).
         polling.take_now(version)
@@ -745,14 +815,17 @@ impl Engine {
 
     /// A GET of a polling connection: what was queued, after waiting up to the ping
     /// interval for something. `None` for an unknown session or a second GET at once.
-    pub(crate) async fn poll(&self, sid: &str) -> Result<String, PollRefusal> {
+    pub(crate) async fn poll(&self, sid: &str) -> Result<crate::polling::Body, PollRefusal> {
         let conn = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).get(sid).cloned();
         let Some(conn) = conn else { return Err(PollRefusal::UnknownSid) };
         let Link::Polling(polling) = &conn.link else { return Err(PollRefusal::BadRequest) };
         if polling.is_upgraded() {
             return Err(PollRefusal::BadRequest);
         }
-        match polling.take(conn.version, self.shared.config.ping_interval).await {
+        // Bounded by a heartbeat: the server's ping (v4) comes within the interval; a v3
+        // client's session must hear from it within interval + timeout.
+        let wait = self.shared.config.ping_interval + self.shared.config.ping_timeout;
+        match polling.take(conn.version, wait).await {
             Ok(body) => {
                 if polling.is_closed() {
                     let reason = if polling.was_slow() {
@@ -771,14 +844,22 @@ impl Engine {
         }
     }
 
-    /// A POST of a polling connection: its packets handled in order.
-    pub(crate) fn post(&self, sid: &str, body: &str) -> Result<(), PollRefusal> {
+    /// A POST of a polling connection: its packets handled in order (a v3 client may send
+    /// a binary payload, `binary`).
+    pub(crate) fn post(&self, sid: &str, body: &[u8], binary: bool) -> Result<(), PollRefusal> {
         let conn = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).get(sid).cloned();
         let Some(conn) = conn else { return Err(PollRefusal::UnknownSid) };
         if !matches!(&conn.link, Link::Polling(polling) if !polling.is_upgraded()) {
             return Err(PollRefusal::BadRequest);
         }
-        let Ok(packets) = eio::decode_payload(conn.version, body) else {
+        let packets = match (binary, conn.version) {
+            (true, eio::Version::V3) => eio::decode_v3_binary_payload(body),
+            (true, eio::Version::V4) => Err(eio::EioError::BadLength),
+            (false, _) => std::str::from_utf8(body)
+                .map_err(|_| eio::EioError::BadLength)
+                .and_then(|body| eio::decode_payload(conn.version, body)),
+        };
+        let Ok(packets) = packets else {
             self.close_conn(&conn, DisconnectReason::TransportError, 1000, "malformed payload");
             return Err(PollRefusal::BadRequest);
         };
@@ -992,6 +1073,14 @@ impl Inbound for ConnInbound {
     }
 }
 
+/// Reads nothing of interest: a WebSocket being closed at once.
+struct Discard;
+
+impl Inbound for Discard {
+    fn text(&mut self, _: &Transport, _: &str) {}
+    fn binary(&mut self, _: &Transport, _: &[u8]) {}
+}
+
 /// The WebSocket a polling connection is upgrading to: the probe, then the switch; then
 /// the connection's own inbound side.
 struct UpgradeInbound {
@@ -1043,12 +1132,28 @@ impl Engine {
                 pong.extend_from_slice(data.as_bytes());
                 let _ = conn.link.send(ws_text(pong));
             }
+            EioPacket::Message(text) if self.shared.raw.is_some() => {
+                if let Some(raw) = &self.shared.raw {
+                    raw.message(&RawConn(conn.clone()), text);
+                }
+            }
+            EioPacket::Binary(data) if self.shared.raw.is_some() => {
+                if let Some(raw) = &self.shared.raw {
+                    raw.binary(&RawConn(conn.clone()), &data);
+                }
+            }
             EioPacket::Message(packet) => {
                 if let Err(why) = self.on_packet(conn, packet) {
                     self.close_conn(conn, DisconnectReason::TransportError, 1008, why);
                 }
             }
-            EioPacket::Close => self.close_conn(conn, DisconnectReason::TransportClose, 1000, ""),
+            EioPacket::Close => {
+                // A polling client's pending GET ends with a noop, as the protocol has it.
+                if let Link::Polling(polling) = &conn.link {
+                    polling.closed_by_client();
+                }
+                self.close_conn(conn, DisconnectReason::TransportClose, 1000, "");
+            }
             // A v4 client does not ping; a probe belongs to the upgrade (not served yet).
             EioPacket::Ping(_) | EioPacket::Noop | EioPacket::Upgrade | EioPacket::Open => {}
             EioPacket::Binary(data) => {

@@ -8,7 +8,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use bytes::Bytes;
+
 use crate::engine::{Engine, PollRefusal};
+use crate::polling::Body;
 use crate::upgrade::{accept_key, websocket_key};
 
 /// An accepted connection's IO, as the HTTP server wrapped it: gives back the TCP stream
@@ -25,8 +28,8 @@ impl IntoTcp for TcpStream {
 }
 
 /// A JSON error the way the reference server answers (`{"code":…,"message":…}`).
-fn refuse(code: u8, message: &str) -> http::Response<String> {
-    let mut response = http::Response::new(format!(r#"{{"code":{code},"message":"{message}"}}"#));
+fn refuse(code: u8, message: &str) -> http::Response<Bytes> {
+    let mut response = http::Response::new(Bytes::from(format!(r#"{{"code":{code},"message":"{message}"}}"#)));
     *response.status_mut() = http::StatusCode::BAD_REQUEST;
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
@@ -37,7 +40,7 @@ impl Engine {
     /// packets, a POST that brings them), or a WebSocket upgrade, accepted (101) and
     /// served once hyper hands the connection over; `IO` is the type the HTTP server
     /// serves connections on (wrapped in hyper-util's `TokioIo`).
-    pub async fn handle<IO: IntoTcp, B>(&self, mut request: http::Request<B>) -> http::Response<String>
+    pub async fn handle<IO: IntoTcp, B>(&self, mut request: http::Request<B>) -> http::Response<Bytes>
     where
         B: http_body::Body,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -87,7 +90,7 @@ impl Engine {
             }
             drop(guard);
         });
-        let mut response = http::Response::new(String::new());
+        let mut response = http::Response::new(Bytes::new());
         *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
         headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
@@ -105,16 +108,18 @@ impl Engine {
         request: http::Request<B>,
         version: crate::eio::Version,
         sid: Option<&str>,
-    ) -> http::Response<String>
+    ) -> http::Response<Bytes>
     where
         B: http_body::Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let text = |body: String| {
+        let text = |body: Body| {
+            let (body, content_type) = match body {
+                Body::Text(text) => (Bytes::from(text), "text/plain; charset=UTF-8"),
+                Body::Binary(bytes) => (Bytes::from(bytes), "application/octet-stream"),
+            };
             let mut response = http::Response::new(body);
-            response
-                .headers_mut()
-                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=UTF-8"));
+            response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
             response
         };
         let query = request.uri().query().unwrap_or("").to_string();
@@ -133,17 +138,21 @@ impl Engine {
             },
             (&http::Method::POST, Some(sid)) => {
                 let sid = sid.to_string();
+                let binary = request
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
                 let limit = self.config().max_payload;
                 let body = http_body_util::Limited::new(request.into_body(), limit);
                 let Ok(collected) = http_body_util::BodyExt::collect(body).await else {
+                    self.post_too_large(&sid);
                     let mut response = refuse(3, "Bad request");
                     *response.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
                     return response;
                 };
                 let bytes = collected.to_bytes();
-                let Ok(body) = std::str::from_utf8(&bytes) else { return refuse(3, "Bad request") };
-                match self.post(&sid, body) {
-                    Ok(()) => text("ok".to_string()),
+                match self.post(&sid, &bytes, binary) {
+                    Ok(()) => text(Body::Text("ok".to_string())),
                     Err(refusal) => refused(refusal),
                 }
             }

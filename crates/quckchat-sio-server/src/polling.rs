@@ -24,6 +24,10 @@ struct State {
     getting: bool,
     /// The connection is closed: a waiting or later GET gets the close packet.
     closed: bool,
+    /// Closed by the client's CLOSE packet: a waiting GET gets a noop, not a CLOSE.
+    client_closed: bool,
+    /// The probe of an upgrade was answered: GETs are answered at once with a noop.
+    upgrading: bool,
     slow: bool,
     /// Upgraded: everything goes through this WebSocket now.
     upgraded: Option<Arc<Transport>>,
@@ -35,6 +39,8 @@ pub(crate) struct Polling {
     state: Mutex<State>,
     wake: Notify,
     budget: usize,
+    /// A v3 client that may get binary payloads (it did not ask for `b64`).
+    binary_ok: bool,
 }
 
 /// Why a GET got no payload.
@@ -57,7 +63,7 @@ fn frame_payload(frame: &[u8]) -> &[u8] {
 /// Frames (the engine's server frames) and trailing text packets as one payload in
 /// `version`'s format: a text frame's packet as it is, a binary frame's data as a binary
 /// packet (in v3 without the type byte its WebSocket frame starts with).
-fn payload(version: Version, frames: &[Bytes], extra: &[&str]) -> String {
+fn payload(version: Version, binary_ok: bool, frames: &[Bytes], extra: &[&str]) -> Body {
     let mut packets: Vec<Outgoing<'_>> = Vec::with_capacity(frames.len() + extra.len());
     for frame in frames {
         let data = frame_payload(frame);
@@ -81,14 +87,29 @@ fn payload(version: Version, frames: &[Bytes], extra: &[&str]) -> String {
             packets.push(Outgoing::Text(digit.wrapping_sub(b'0'), &text[1..]));
         }
     }
+    // A v3 client with XHR2 that did not ask for base64 gets binary as binary.
+    if version == Version::V3 && binary_ok && packets.iter().any(|p| matches!(p, Outgoing::Binary(_))) {
+        let mut body = Vec::new();
+        eio::encode_v3_binary_payload(&packets, &mut body);
+        return Body::Binary(body);
+    }
     let mut body = String::new();
     eio::encode_payload(version, &packets, &mut body);
-    body
+    Body::Text(body)
+}
+
+/// A GET's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Body {
+    /// A text payload (`text/plain`).
+    Text(String),
+    /// A v3 binary payload (`application/octet-stream`).
+    Binary(Vec<u8>),
 }
 
 impl Polling {
-    pub(crate) fn new(budget: usize) -> Self {
-        Self { state: Mutex::new(State::default()), wake: Notify::new(), budget }
+    pub(crate) fn new(budget: usize, binary_ok: bool) -> Self {
+        Self { state: Mutex::new(State::default()), wake: Notify::new(), budget, binary_ok }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -132,10 +153,17 @@ impl Polling {
     /// The upgrade's probe was answered: the waiting GET, if any, returns (a noop) so that
     /// the client stops polling. (A GET that comes later is released by the upgrade.)
     pub(crate) fn release_poll(&self) {
-        // Only to a GET that waits: a noop queued for none would go out on the WebSocket.
-        if self.state().getting {
-            let _ = self.send(crate::ws::text_frame("6"));
-        }
+        self.state().upgrading = true;
+        self.wake.notify_one();
+    }
+
+    /// The client closed the session (its CLOSE packet): a waiting GET ends with a noop.
+    pub(crate) fn closed_by_client(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        state.client_closed = true;
+        drop(state);
+        self.wake.notify_one();
     }
 
     /// The client completed the upgrade: what is queued goes out on the WebSocket, in
@@ -165,20 +193,20 @@ impl Polling {
     }
 
     /// Everything queued now, as a payload (the handshake's answer); `None` when empty.
-    pub(crate) fn take_now(&self, version: Version) -> Option<String> {
+    pub(crate) fn take_now(&self, version: Version) -> Option<Body> {
         let frames = {
             let mut state = self.state();
             state.bytes = 0;
             std::mem::take(&mut state.queue)
         };
         let frames: Vec<Bytes> = frames.into();
-        (!frames.is_empty()).then(|| payload(version, &frames, &[]))
+        (!frames.is_empty()).then(|| payload(version, self.binary_ok, &frames, &[]))
     }
 
     /// Waits up to `wait` for something to send, then answers with everything queued
     /// (a noop when nothing came, so the client polls again; the close packet last once
     /// the connection is closed).
-    pub(crate) async fn take(&self, version: Version, wait: Duration) -> Result<String, PollError> {
+    pub(crate) async fn take(&self, version: Version, wait: Duration) -> Result<Body, PollError> {
         {
             let mut state = self.state();
             if state.getting {
@@ -190,7 +218,7 @@ impl Polling {
             loop {
                 {
                     let state = self.state();
-                    if !state.queue.is_empty() || state.closed {
+                    if !state.queue.is_empty() || state.closed || state.upgrading {
                         return;
                     }
                 }
@@ -200,9 +228,13 @@ impl Polling {
         let _ = tokio::time::timeout(wait, ready).await;
         let mut state = self.state();
         state.getting = false;
+        // During an upgrade what is queued waits for the WebSocket; the GET gets a noop.
+        if state.upgrading || state.upgraded.is_some() {
+            return Ok(payload(version, self.binary_ok, &[], &["6"]));
+        }
         let frames = std::mem::take(&mut state.queue);
         state.bytes = 0;
-        let closed = state.closed && !state.slow;
+        let closed = state.closed && !state.slow && !state.client_closed;
         drop(state);
         let frames: Vec<Bytes> = frames.into();
         let extra: &[&str] = match (closed, frames.is_empty()) {
@@ -210,7 +242,17 @@ impl Polling {
             (false, true) => &["6"],
             (false, false) => &[],
         };
-        Ok(payload(version, &frames, extra))
+        Ok(payload(version, self.binary_ok, &frames, extra))
+    }
+}
+
+#[cfg(test)]
+impl Body {
+    fn text(self) -> String {
+        match self {
+            Body::Text(text) => text,
+            Body::Binary(_) => panic!("a binary payload"),
+        }
     }
 }
 
@@ -221,28 +263,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_get_answers_with_everything_queued_in_the_clients_format() {
-        let polling = Polling::new(1 << 20);
+        let polling = Polling::new(1 << 20, false);
         polling.send(ws::text_frame("42[\"a\"]")).unwrap();
         polling.send(ws::text_frame(&format!("42[\"{}\"]", "x".repeat(200)))).unwrap();
-        let body = polling.take(Version::V4, Duration::from_secs(1)).await.unwrap();
+        let body = polling.take(Version::V4, Duration::from_secs(1)).await.unwrap().text();
         assert_eq!(body, format!("42[\"a\"]\x1e42[\"{}\"]", "x".repeat(200)));
         polling.send(ws::text_frame("2")).unwrap();
-        assert_eq!(polling.take(Version::V3, Duration::from_secs(1)).await.unwrap(), "1:2");
+        assert_eq!(polling.take(Version::V3, Duration::from_secs(1)).await.unwrap().text(), "1:2");
     }
 
     #[tokio::test]
     async fn an_empty_wait_ends_with_a_noop_and_a_close_with_the_close_packet() {
-        let polling = Polling::new(1 << 20);
-        assert_eq!(polling.take(Version::V4, Duration::from_millis(10)).await.unwrap(), "6");
+        let polling = Polling::new(1 << 20, false);
+        assert_eq!(polling.take(Version::V4, Duration::from_millis(10)).await.unwrap().text(), "6");
         polling.send(ws::text_frame("40")).unwrap();
         polling.close(1000, "");
-        assert_eq!(polling.take(Version::V4, Duration::from_secs(1)).await.unwrap(), "40\x1e1");
+        assert_eq!(polling.take(Version::V4, Duration::from_secs(1)).await.unwrap().text(), "40\x1e1");
         assert_eq!(polling.send(ws::text_frame("2")), Err(SendError::Closed));
     }
 
     #[tokio::test]
     async fn a_second_get_while_one_waits_is_refused() {
-        let polling = std::sync::Arc::new(Polling::new(1 << 20));
+        let polling = std::sync::Arc::new(Polling::new(1 << 20, false));
         let first = tokio::spawn({
             let polling = polling.clone();
             async move { polling.take(Version::V4, Duration::from_secs(5)).await }
@@ -253,12 +295,12 @@ mod tests {
         }
         assert_eq!(polling.take(Version::V4, Duration::from_secs(1)).await, Err(PollError::Overlap));
         polling.send(ws::text_frame("3")).unwrap();
-        assert_eq!(first.await.unwrap().unwrap(), "3");
+        assert_eq!(first.await.unwrap().unwrap().text(), "3");
     }
 
     #[test]
     fn a_client_that_never_polls_is_cut_off_at_its_budget() {
-        let polling = Polling::new(100);
+        let polling = Polling::new(100, false);
         polling.send(ws::text_frame(&"x".repeat(90))).unwrap();
         assert_eq!(polling.send(ws::text_frame(&"y".repeat(20))), Err(SendError::SlowConsumer));
         assert!(polling.is_closed() && polling.was_slow());
