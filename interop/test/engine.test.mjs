@@ -214,3 +214,11 @@ test('binary attachments both ways (v4 over WebSocket and polling, v2)', T, asyn
   const acked = await emitAckV2(v2, 'bin', Buffer.from([9, 8]));
   assert.deepEqual(Buffer.from(acked), Buffer.from([9, 8]));
 });
+
+test("the server asks and waits for the client's ack", T, async () => {
+  const socket = await connect({ token: 'good', name: 'ann' });
+  socket.on('question', (n, callback) => callback(n + 1));
+  const answered = within(new Promise((resolve) => socket.once('answered', resolve)), 'answered');
+  socket.emit('ask');
+  assert.deepEqual(await answered, [42]);
+});

@@ -54,6 +54,17 @@ impl Namespace for Chat {
                 socket.disconnect();
                 return;
             }
+            "ask" => {
+                // Asks the client a question and reports its answer (or why there was none).
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    match socket.emit_with_ack("question", "41", std::time::Duration::from_millis(500)).await {
+                        Ok(ack) => socket.emit("answered", &ack.args),
+                        Err(e) => socket.emit("unanswered", &serde_json::to_string(&e.to_string()).unwrap_or_default()),
+                    }
+                });
+                return;
+            }
             _ => return,
         };
         if let Some(ack) = ack {

@@ -7,8 +7,7 @@
 //! state, and the namespace sockets it carries. Handlers are per namespace, not per
 //! socket, so a socket costs its id, its rooms and what its namespace stores in it.
 //!
-//! Not yet here (issue 12, later steps): connection state recovery, the fleet adapter,
-//! server-side emits that wait for the client's ack.
+//! Not yet here (issue 12, later steps): connection state recovery, the fleet adapter.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -288,6 +287,38 @@ struct SocketInner {
     rooms: Mutex<Vec<Arc<str>>>,
     /// [`CONNECTING`], [`CONNECTED`] or [`GONE`].
     state: AtomicU8,
+    /// Emits waiting for the client's ack, by id; allocated on the first such emit.
+    acks: Mutex<Option<Box<PendingAcks>>>,
+}
+
+/// A socket's emits waiting for their acks.
+#[derive(Default)]
+struct PendingAcks {
+    next_id: u64,
+    waiting: HashMap<u64, tokio::sync::oneshot::Sender<Ack>>,
+}
+
+/// The client's answer to an emit that asked for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The answer's arguments: a JSON array (with placeholders for binary attachments).
+    pub args: String,
+    /// The binary attachments, in order.
+    pub attachments: Vec<Bytes>,
+}
+
+/// Why an emit got no ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// The event could not be sent.
+    #[error("the event could not be sent: {0}")]
+    Send(#[from] SendError),
+    /// No answer in time.
+    #[error("no ack in time")]
+    Timeout,
+    /// The socket left before answering.
+    #[error("the socket left before answering")]
+    Gone,
 }
 
 /// The connect handler has not answered yet: the socket may join rooms, but receives no
@@ -389,6 +420,45 @@ impl Socket {
         Ok(())
     }
 
+    /// Sends an event and waits up to `timeout` for the client's ack.
+    pub async fn emit_with_ack(&self, event: &str, args: &str, timeout: Duration) -> Result<Ack, AckError> {
+        if !self.connected() {
+            return Err(AckError::Send(SendError::Closed));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = {
+            let mut acks = self.0.acks.lock().unwrap_or_else(PoisonError::into_inner);
+            let pending = acks.get_or_insert_with(Box::default);
+            pending.next_id += 1;
+            pending.waiting.insert(pending.next_id, tx);
+            pending.next_id
+        };
+        if let Err(e) = self.0.conn.link.send(event_frame(&self.0.ns.path, Some(id), event, args)) {
+            self.forget_ack(id);
+            return Err(AckError::Send(e));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(ack)) => Ok(ack),
+            Ok(Err(_)) => Err(AckError::Gone),
+            Err(_) => {
+                self.forget_ack(id);
+                Err(AckError::Timeout)
+            }
+        }
+    }
+
+    fn forget_ack(&self, id: u64) {
+        let mut acks = self.0.acks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pending) = acks.as_mut() {
+            pending.waiting.remove(&id);
+            if pending.waiting.is_empty() {
+                // Give the memory back: most sockets never wait for an ack again.
+                let next_id = pending.next_id;
+                **pending = PendingAcks { next_id, waiting: HashMap::new() };
+            }
+        }
+    }
+
     /// Sends an already encoded frame (from [`Broadcast`] or [`event_frame`]).
     pub fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
         self.0.conn.link.send(frame)
@@ -440,6 +510,8 @@ impl Socket {
         if was == GONE {
             return false;
         }
+        // Emits still waiting for an ack learn the socket is gone.
+        self.0.acks.lock().unwrap_or_else(PoisonError::into_inner).take();
         for room in rooms {
             self.0.ns.leave(&room, &self.0.id);
         }
@@ -927,9 +999,10 @@ impl Engine {
                 Ok(())
             }
             Kind::BinaryEvent => self.dispatch(conn, &packet, Vec::new()),
-            // Acks from the client answer server-side emits with acks, which this engine
-            // does not make.
-            Kind::Ack | Kind::BinaryAck => Ok(()),
+            Kind::Ack | Kind::BinaryAck => {
+                self.answer(conn, &packet, Vec::new());
+                Ok(())
+            }
             Kind::ConnectError => Err("CONNECT_ERROR is the server's"),
         }
     }
@@ -950,7 +1023,23 @@ impl Engine {
         let packet = sio::decode(&text).map_err(|_| "malformed Socket.IO packet")?;
         match packet.kind {
             Kind::BinaryEvent => self.dispatch(conn, &packet, attachments),
-            _ => Ok(()),
+            _ => {
+                self.answer(conn, &packet, attachments);
+                Ok(())
+            }
+        }
+    }
+
+    /// The client's ack of an emit that waits for it (unknown ids are ignored: the emit
+    /// timed out, or the client is confused).
+    fn answer(&self, conn: &Arc<Conn>, packet: &sio::Packet<'_>, attachments: Vec<Bytes>) {
+        let Some(id) = packet.id else { return };
+        let socket = conn.sockets().iter().find(|s| &*s.0.ns.path == packet.nsp).cloned();
+        let Some(socket) = socket else { return };
+        let waiter =
+            socket.0.acks.lock().unwrap_or_else(PoisonError::into_inner).as_mut().and_then(|p| p.waiting.remove(&id));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(Ack { args: packet.data.to_string(), attachments });
         }
     }
 
@@ -991,6 +1080,7 @@ impl Engine {
             data: OnceLock::new(),
             rooms: Mutex::new(Vec::new()),
             state: AtomicU8::new(CONNECTING),
+            acks: Mutex::new(None),
         }));
         let decided = ns.handler.connect(socket.clone(), auth);
         tokio::spawn(async move {

@@ -80,6 +80,16 @@ impl Namespace for Chat {
                 }
             }
             "kick" => socket.disconnect(),
+            "ask" => {
+                // Asks the client a question and reports its answer (or why there was none).
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    match socket.emit_with_ack("question", "41", Duration::from_millis(300)).await {
+                        Ok(ack) => socket.emit("answered", &ack.args),
+                        Err(e) => socket.emit("unanswered", &serde_json::to_string(&e.to_string()).unwrap()),
+                    }
+                });
+            }
             _ => {}
         }
     }
@@ -627,4 +637,22 @@ async fn binary_attachments_travel_over_polling() {
             "EIO={eio}"
         );
     }
+}
+
+/// The server asks, the client acks: the answer reaches the server; no answer times out.
+#[tokio::test]
+async fn the_server_waits_for_a_clients_ack() {
+    let s = server(Config::default()).await;
+    let mut ws = raw(&s).await;
+    ws.send(Message::text(r#"40/chat,{"token":"good"}"#)).await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with("40/chat,"));
+    ws.send(Message::text(r#"42/chat,["ask"]"#)).await.unwrap();
+    let question = next_text(&mut ws).await;
+    let id = question.strip_prefix("42/chat,").and_then(|r| r.strip_suffix(r#"["question",41]"#)).expect(&question);
+    ws.send(Message::text(format!("43/chat,{id}[42]"))).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, r#"42/chat,["answered",[42]]"#);
+    // Asked again, left unanswered: the server hears why.
+    ws.send(Message::text(r#"42/chat,["ask"]"#)).await.unwrap();
+    assert!(next_text(&mut ws).await.contains(r#"["question",41]"#));
+    assert_eq!(next_text(&mut ws).await, r#"42/chat,["unanswered","no ack in time"]"#);
 }
