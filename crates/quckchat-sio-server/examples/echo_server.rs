@@ -115,19 +115,6 @@ async fn main() {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
         let engine = engine.clone();
-        tokio::spawn(async move {
-            let Some((stream, _)) = engine.serve_direct(stream, "/socket.io/", Box::new(())).await else { return };
-            let service = hyper::service::service_fn(move |req| {
-                let engine = engine.clone();
-                async move {
-                    let response = engine.handle::<tokio::net::TcpStream, _>(req).await;
-                    Ok::<_, std::convert::Infallible>(response.map(http_body_util::Full::new))
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-        });
+        tokio::spawn(async move { engine.serve_connection(stream, "/socket.io/").await });
     }
 }

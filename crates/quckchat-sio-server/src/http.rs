@@ -159,4 +159,30 @@ impl Engine {
             _ => refuse(2, "Bad handshake method"),
         }
     }
+
+    /// Serves one accepted connection on its own, without an application's HTTP server:
+    /// a WebSocket upgrade on `path` straight from the socket, anything else through
+    /// hyper (polling and upgrades on `path`, 404 elsewhere). For servers that are only
+    /// an engine (examples, tests, a dedicated realtime port).
+    pub async fn serve_connection(&self, stream: TcpStream, path: &'static str) {
+        let Some((stream, _)) = self.serve_direct(stream, path, Box::new(())).await else { return };
+        let engine = self.clone();
+        let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let engine = engine.clone();
+            async move {
+                let response = if request.uri().path() == path {
+                    engine.handle::<TcpStream, _>(request).await
+                } else {
+                    let mut response = http::Response::new(Bytes::from_static(b"Not Found"));
+                    *response.status_mut() = http::StatusCode::NOT_FOUND;
+                    response
+                };
+                Ok::<_, std::convert::Infallible>(response.map(http_body_util::Full::new))
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+    }
 }

@@ -5,8 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use quckchat_sio_client::{Client, ConnectOptions, DisconnectKind, Error};
 use quckchat_sio_server::engine::{
     AckSender, BoxFuture, Broadcast, Config, DisconnectReason, Engine, Namespace, Refusal, Socket,
@@ -137,23 +135,8 @@ async fn server(config: Config) -> Server {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let engine = served.clone();
-            tokio::spawn(async move {
-                // Upgrades straight from the socket; anything else through hyper.
-                let Some((stream, _guard)) = engine.serve_direct(stream, "/socket.io/", Box::new(())).await else {
-                    return;
-                };
-                let service = service_fn(move |req| {
-                    let engine = engine.clone();
-                    async move {
-                        let response = engine.handle::<TcpStream, _>(req).await;
-                        Ok::<_, std::convert::Infallible>(response.map(http_body_util::Full::new))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
+            // Upgrades straight from the socket; anything else through hyper.
+            tokio::spawn(async move { engine.serve_connection(stream, "/socket.io/").await });
         }
     });
     Server { url, chat, engine }
