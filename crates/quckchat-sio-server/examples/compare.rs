@@ -4,6 +4,8 @@
 //! - `compare idle N`: opens N WebSockets, joins `/chat` on each (every socket joins room
 //!   `r`), lets them sit idle for 12 s (through pings, past the engine's first heap trim)
 //!   and prints the server's RSS growth per connection (`/proc/PID/status`).
+//! - `compare connects N CONCURRENCY`: N clients, CONCURRENCY at a time, each opening a
+//!   WebSocket, joining `/chat` and closing: joined connects per second and server CPU.
 //! - `compare fanout ROOM RATE SECONDS`: ROOM sockets in room `r`; one more socket sends
 //!   `shout` RATE times a second for SECONDS; each is broadcast to the room. Prints the
 //!   server's CPU time (`/proc/PID/stat`) per delivery and checks every delivery arrived,
@@ -111,6 +113,42 @@ async fn idle(mode: &str, n: usize) {
         after.saturating_sub(before) as f64 / n as f64
     );
     tasks.iter().for_each(|t| t.abort());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Joined connects per second: `n` clients, `concurrency` at a time, each opening a
+/// WebSocket and joining `/chat` (until its CONNECT reply), then closing.
+async fn connects(mode: &str, n: usize, concurrency: usize) {
+    let (mut child, addr) = spawn(mode);
+    let pid = child.id();
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (addr, next) = (addr.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while next.fetch_add(1, Ordering::Relaxed) < n as u64 {
+                let mut ws = join(&addr).await;
+                let _ = ws.close(None).await;
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut joined = 0;
+    for w in workers {
+        joined += w.await.unwrap_or(0);
+    }
+    let took = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    println!(
+        "{mode:>20}: {joined} joined connects ({concurrency} at a time) in {took:.2} s = {:.0}/s, server CPU {:.1} µs each",
+        joined as f64 / took,
+        cpu * 1e6 / joined.max(1) as f64
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -293,6 +331,11 @@ fn main() {
         Some("idle") => clients().block_on(async {
             for mode in SERVERS {
                 idle(mode, num(1, 5000) as usize).await;
+            }
+        }),
+        Some("connects") => clients().block_on(async {
+            for mode in SERVERS {
+                connects(mode, num(1, 20_000) as usize, num(2, 64) as usize).await;
             }
         }),
         Some("fanout") => clients().block_on(async {

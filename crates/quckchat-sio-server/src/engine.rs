@@ -55,6 +55,9 @@ pub struct Config {
     pub first_request_timeout: Duration,
     /// Serve Engine.IO v3 / Socket.IO v4 clients (socket.io-client 2.x).
     pub allow_eio3: bool,
+    /// Serve HTTP long-polling (and the upgrade from it). Off, polling requests are
+    /// refused and WebSocket is the only transport.
+    pub polling: bool,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             trim_heap: true,
             first_request_timeout: Duration::from_secs(10),
             allow_eio3: true,
+            polling: true,
         }
     }
 }
@@ -289,6 +293,8 @@ struct SocketInner {
     state: AtomicU8,
     /// Emits waiting for the client's ack, by id; allocated on the first such emit.
     acks: Mutex<Option<Box<PendingAcks>>>,
+    /// Kicked while connecting: disconnected as soon as its CONNECT is out.
+    kicked: AtomicBool,
 }
 
 /// A socket's emits waiting for their acks.
@@ -560,6 +566,15 @@ fn ws_text(packet: Vec<u8>) -> Bytes {
     ws::text_frame_with(packet.len(), |out| out.extend_from_slice(&packet))
 }
 
+/// The frame of a Socket.IO packet given as text (`2/chat,["event",…]`), for packets
+/// encoded elsewhere (another instance of a fleet).
+pub fn packet_frame(packet: &str) -> Bytes {
+    ws::text_frame_with(1 + packet.len(), |out| {
+        out.push(b'4');
+        out.extend_from_slice(packet.as_bytes());
+    })
+}
+
 /// The frame of one event (`42/nsp,["event",args]`), written once.
 pub fn event_frame(nsp: &str, id: Option<u64>, event: &str, args: &str) -> Bytes {
     ws::text_frame_with(24 + nsp.len() + event.len() + args.len(), |out| {
@@ -573,6 +588,9 @@ struct NsEntry {
     path: Box<str>,
     handler: Arc<dyn Namespace>,
     sockets: RwLock<HashMap<Box<str>, Socket>>,
+    /// Sockets whose connect handler is running: reached by room operations (a join or a
+    /// kick that races a connect), not by broadcasts.
+    connecting: Mutex<HashMap<Box<str>, Socket>>,
     /// Room → the ids of its sockets.
     rooms: RwLock<HashMap<Arc<str>, HashSet<Box<str>>>>,
 }
@@ -634,6 +652,8 @@ struct Shared {
     churn: AtomicU64,
     namespaces: RwLock<HashMap<Box<str>, Arc<NsEntry>>>,
     conns: Mutex<HashMap<Box<str>, Arc<Conn>>>,
+    /// Told when the last connection ends (shutdown waits for it).
+    emptied: tokio::sync::Notify,
 }
 
 /// The engine. Cheap to clone.
@@ -670,6 +690,7 @@ impl Engine {
             churn: AtomicU64::new(0),
             namespaces: RwLock::default(),
             conns: Mutex::default(),
+            emptied: tokio::sync::Notify::new(),
         });
         tokio::spawn(sweep(Arc::downgrade(&shared)));
         Engine { shared }
@@ -681,6 +702,7 @@ impl Engine {
             path: path.into(),
             handler: Arc::new(handler),
             sockets: RwLock::default(),
+            connecting: Mutex::default(),
             rooms: RwLock::default(),
         });
         self.shared.namespaces.write().unwrap_or_else(PoisonError::into_inner).insert(path.into(), entry);
@@ -729,7 +751,12 @@ impl Engine {
     /// Sends one event to every socket `to` reaches: encoded once, the same bytes queued
     /// (or written inline) for each.
     pub fn broadcast(&self, nsp: &str, to: &Broadcast, event: &str, args: &str) -> Delivered {
-        let frame = event_frame(nsp, None, event, args);
+        self.broadcast_frame(nsp, to, event_frame(nsp, None, event, args))
+    }
+
+    /// Sends an already encoded frame ([`event_frame`], [`packet_frame`]: what another
+    /// instance of a fleet sent over its bus) to every socket `to` reaches.
+    pub fn broadcast_frame(&self, nsp: &str, to: &Broadcast, frame: Bytes) -> Delivered {
         let mut delivered = Delivered::default();
         for socket in self.sockets(nsp, to) {
             match socket.send_frame(frame.clone()) {
@@ -790,9 +817,15 @@ impl Engine {
 
     /// A connection ended: out of the registry, its sockets out of their namespaces.
     fn end(&self, conn: &Arc<Conn>, reason: DisconnectReason) {
-        let removed = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(&*conn.sid);
+        let (removed, empty) = {
+            let mut conns = self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner);
+            (conns.remove(&*conn.sid), conns.is_empty())
+        };
         if removed.is_none() {
             return;
+        }
+        if empty {
+            self.shared.emptied.notify_waiters();
         }
         self.shared.churn.fetch_add(1, Ordering::Relaxed);
         let sockets = {
@@ -941,6 +974,85 @@ impl Engine {
         Ok(())
     }
 
+    /// The sockets `to` reaches, those still connecting included.
+    fn members(&self, nsp: &str, to: &Broadcast) -> Vec<Socket> {
+        let Some(ns) = self.ns(nsp) else { return Vec::new() };
+        let mut members = self.sockets(nsp, to);
+        let connecting: Vec<Socket> =
+            ns.connecting.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        if !connecting.is_empty() {
+            let rooms = ns.rooms.read().unwrap_or_else(PoisonError::into_inner);
+            let in_any =
+                |rs: &[String], id: &str| rs.iter().any(|r| rooms.get(r.as_str()).is_some_and(|m| m.contains(id)));
+            members.extend(
+                connecting
+                    .into_iter()
+                    .filter(|s| (to.rooms.is_empty() || in_any(&to.rooms, &s.0.id)) && !in_any(&to.except, &s.0.id)),
+            );
+        }
+        members
+    }
+
+    /// Makes the sockets `to` reaches (connecting ones too) join `rooms`.
+    pub fn join(&self, nsp: &str, to: &Broadcast, rooms: &[&str]) -> usize {
+        let members = self.members(nsp, to);
+        for socket in &members {
+            for room in rooms {
+                socket.join(room);
+            }
+        }
+        members.len()
+    }
+
+    /// Makes the sockets `to` reaches (connecting ones too) leave `rooms`.
+    pub fn leave(&self, nsp: &str, to: &Broadcast, rooms: &[&str]) -> usize {
+        let members = self.members(nsp, to);
+        for socket in &members {
+            for room in rooms {
+                socket.leave(room);
+            }
+        }
+        members.len()
+    }
+
+    /// Disconnects the sockets `to` reaches from their namespace; one still connecting is
+    /// disconnected as soon as its CONNECT is out.
+    pub fn disconnect(&self, nsp: &str, to: &Broadcast) -> usize {
+        let members = self.members(nsp, to);
+        for socket in &members {
+            if socket.0.state.load(Ordering::Acquire) == CONNECTING {
+                // Its CONNECT has not gone yet: it is disconnected right after it.
+                socket.0.kicked.store(true, Ordering::Release);
+            } else {
+                socket.disconnect();
+            }
+        }
+        members.len()
+    }
+
+    /// The registered namespaces' paths.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.shared.namespaces.read().unwrap_or_else(PoisonError::into_inner).keys().map(|k| k.to_string()).collect()
+    }
+
+    /// Closes every connection and waits up to `grace` for them to end (their close
+    /// frames written, their sockets' disconnect handlers run).
+    pub async fn shutdown(&self, grace: Duration) {
+        self.close_all();
+        let ended = async {
+            loop {
+                let emptied = self.shared.emptied.notified();
+                tokio::pin!(emptied);
+                emptied.as_mut().enable();
+                if self.connections() == 0 {
+                    return;
+                }
+                emptied.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, ended).await;
+    }
+
     /// Closes every connection (shutdown).
     pub fn close_all(&self) {
         let conns: Vec<Arc<Conn>> =
@@ -1081,12 +1193,15 @@ impl Engine {
             rooms: Mutex::new(Vec::new()),
             state: AtomicU8::new(CONNECTING),
             acks: Mutex::new(None),
+            kicked: AtomicBool::new(false),
         }));
+        ns.connecting.lock().unwrap_or_else(PoisonError::into_inner).insert(socket.0.id.clone(), socket.clone());
         let decided = ns.handler.connect(socket.clone(), auth);
         tokio::spawn(async move {
             let mut out = vec![b'4'];
             let decided = decided.await;
             conn.pending().retain(|p| !Arc::ptr_eq(p, &ns));
+            ns.connecting.lock().unwrap_or_else(PoisonError::into_inner).remove(&*socket.0.id);
             match decided {
                 Ok(()) => {
                     // All at once under the namespace's index and the connection's list
@@ -1116,6 +1231,9 @@ impl Engine {
                         // The connection ended while the handler ran: the application,
                         // which accepted the socket, is told it went.
                         socket.leave_namespace(DisconnectReason::TransportClose);
+                    } else if socket.0.kicked.load(Ordering::Acquire) {
+                        // Kicked while its handler ran (a logout racing the connect).
+                        socket.disconnect();
                     } else {
                         ns.handler.connected(&socket);
                     }

@@ -58,7 +58,9 @@ impl Engine {
             None => return refuse(5, "Unsupported protocol version"),
         };
         match param("transport") {
-            Some("polling") => return self.handle_polling(request, version, param("sid")).await,
+            Some("polling") if self.config().polling => {
+                return self.handle_polling(request, version, param("sid")).await;
+            }
             Some("websocket") => {}
             _ => return refuse(0, "Transport unknown"),
         }

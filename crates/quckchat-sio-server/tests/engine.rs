@@ -639,3 +639,69 @@ async fn the_server_waits_for_a_clients_ack() {
     assert!(next_text(&mut ws).await.contains(r#"["question",41]"#));
     assert_eq!(next_text(&mut ws).await, r#"42/chat,["unanswered","no ack in time"]"#);
 }
+
+/// Room operations by room, as a fleet's bus and a chat server use them: join, leave,
+/// disconnect, and a frame encoded elsewhere broadcast as it is.
+#[tokio::test]
+async fn room_operations_reach_the_sockets_in_a_room() {
+    let s = server(Config::default()).await;
+    let mut ann = Client::connect(opts(&s.url, "good", "ann")).await.unwrap();
+    let mut bob = Client::connect(opts(&s.url, "good", "bob")).await.unwrap();
+    for c in [&ann, &bob] {
+        assert_eq!(c.emit_with_ack("join", json!("team"), WAIT).await.unwrap(), json!(true));
+    }
+    // Everyone in `team` joins `conv:1`; a frame from elsewhere reaches them.
+    let team = Broadcast { rooms: vec!["team".into()], except: Vec::new() };
+    assert_eq!(s.engine.join("/chat", &team, &["conv:1"]), 2);
+    let conv = Broadcast { rooms: vec!["conv:1".into()], except: Vec::new() };
+    let frame = quckchat_sio_server::engine::packet_frame(r#"2/chat,["from-afar",7]"#);
+    assert_eq!(s.engine.broadcast_frame("/chat", &conv, frame).sent, 2);
+    assert_eq!(ann.expect("from-afar", WAIT).await.unwrap(), json!(7));
+    assert_eq!(bob.expect("from-afar", WAIT).await.unwrap(), json!(7));
+    // bob's sockets leave it; then ann's are disconnected.
+    let bobs = Broadcast { rooms: vec![format!("me:{}", bob.sid())], except: Vec::new() };
+    assert_eq!(s.engine.leave("/chat", &bobs, &["conv:1"]), 1);
+    assert_eq!(s.engine.broadcast("/chat", &conv, "only-ann", "1").sent, 1);
+    assert_eq!(ann.expect("only-ann", WAIT).await.unwrap(), json!(1));
+    let anns = Broadcast { rooms: vec![format!("me:{}", ann.sid())], except: Vec::new() };
+    assert_eq!(s.engine.disconnect("/chat", &anns), 1);
+    assert_eq!(ann.wait_disconnect(WAIT).await.unwrap(), DisconnectKind::ServerDisconnect);
+    assert_eq!(s.engine.namespaces(), vec!["/chat".to_string()]);
+}
+
+/// A kick that lands while the socket's connect handler runs: the socket connects, then
+/// is disconnected at once.
+#[tokio::test]
+async fn a_socket_kicked_while_connecting_is_disconnected_after_its_connect() {
+    let s = server(Config::default()).await;
+    let mut ws = raw(&s).await;
+    ws.send(Message::text(r#"40/chat,{"token":"good","slow":true}"#)).await.unwrap();
+    tokio::time::timeout(WAIT, s.chat.entered.notified()).await.expect("the handler runs");
+    assert_eq!(s.engine.disconnect("/chat", &Broadcast::default()), 1);
+    s.chat.gate.notify_one();
+    assert!(next_text(&mut ws).await.starts_with("40/chat,"));
+    assert_eq!(next_text(&mut ws).await, "41/chat,");
+}
+
+/// Shutdown closes every connection and waits for them to end.
+#[tokio::test]
+async fn shutdown_closes_every_connection_and_waits() {
+    let s = server(Config::default()).await;
+    let mut ann = Client::connect(opts(&s.url, "good", "ann")).await.unwrap();
+    assert_eq!(s.engine.connections(), 1);
+    tokio::time::timeout(WAIT, s.engine.shutdown(WAIT)).await.expect("shut down in time");
+    assert_eq!(s.engine.connections(), 0);
+    assert_eq!(*s.chat.gone.lock().unwrap(), vec![DisconnectReason::ServerShuttingDown]);
+    assert_eq!(ann.wait_disconnect(WAIT).await.unwrap(), DisconnectKind::TransportClosed);
+}
+
+/// With polling off, WebSocket is the only transport.
+#[tokio::test]
+async fn polling_can_be_turned_off() {
+    let s = server(Config { polling: false, ..Config::default() }).await;
+    let response = reqwest::get(format!("{}/socket.io/?EIO=4&transport=polling", s.url)).await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.text().await.unwrap(), r#"{"code":0,"message":"Transport unknown"}"#);
+    let ws = raw(&s).await;
+    drop(ws);
+}
