@@ -18,7 +18,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::eio::Version;
-use crate::engine::Engine;
+use crate::engine::{Engine, Opening};
 use crate::transport::with_scratch;
 use crate::upgrade::accept_key;
 
@@ -26,7 +26,7 @@ use crate::upgrade::accept_key;
 enum First {
     /// An Engine.IO WebSocket upgrade: its header length, the `Sec-WebSocket-Accept`, the
     /// protocol version and the URL's query.
-    Upgrade { header_len: usize, accept: String, version: Version, query: String },
+    Upgrade { header_len: usize, accept: String, opening: Opening },
     /// Something for the HTTP server.
     Other,
     /// The peer closed before sending anything.
@@ -35,7 +35,7 @@ enum First {
 
 /// Whether `buf` (the start of a connection) is a complete Engine.IO v4 WebSocket upgrade
 /// request for `path`.
-fn classify(buf: &[u8], path: &str, allow_eio3: bool) -> First {
+fn classify(buf: &[u8], path: &str, allow_eio3: bool, keep: &[String]) -> First {
     if buf.is_empty() {
         return First::Closed;
     }
@@ -76,7 +76,11 @@ fn classify(buf: &[u8], path: &str, allow_eio3: bool) -> First {
         return First::Other;
     }
     match value("sec-websocket-key") {
-        Some(key) => First::Upgrade { header_len, accept: accept_key(key), version, query: query.to_string() },
+        Some(key) => First::Upgrade {
+            header_len,
+            accept: accept_key(key),
+            opening: Opening::new(version, query, keep, request.headers.iter().map(|h| (h.name, h.value))),
+        },
         None => First::Other,
     }
 }
@@ -107,7 +111,7 @@ impl Engine {
                         let uninit: &mut [MaybeUninit<u8>] =
                             unsafe { &mut *(std::ptr::from_mut::<[u8]>(scratch) as *mut [MaybeUninit<u8>]) };
                         let n = socket2::SockRef::from(&stream).peek(uninit)?;
-                        Ok(classify(&scratch[..n], path, self.config().allow_eio3))
+                        Ok(classify(&scratch[..n], path, self.config().allow_eio3, &self.config().keep_headers))
                     })
                 });
                 match peeked {
@@ -124,7 +128,7 @@ impl Engine {
         match first {
             First::Closed => None,
             First::Other => Some((stream, guard)),
-            First::Upgrade { header_len, accept, version, query } => {
+            First::Upgrade { header_len, accept, opening } => {
                 // Consume the request (it is in the socket's buffer: peeked whole), then
                 // answer. Both are small enough to go in one call each.
                 let consumed = with_scratch(|scratch| stream.try_read(&mut scratch[..header_len]));
@@ -146,7 +150,7 @@ impl Engine {
                 // (sized for the HTTP server it might have needed) ends here.
                 let engine = self.clone();
                 tokio::spawn(async move {
-                    engine.serve_websocket(stream, Bytes::new(), version, &query).await;
+                    engine.serve_websocket(stream, Bytes::new(), opening).await;
                     drop(guard);
                 });
                 None
@@ -163,17 +167,21 @@ mod tests {
 
     #[test]
     fn recognises_only_whole_engine_upgrades() {
-        match classify(UPGRADE.as_bytes(), "/socket.io/", true) {
-            First::Upgrade { header_len, accept, version, query } => {
+        match classify(UPGRADE.as_bytes(), "/socket.io/", true, &["host".to_string()]) {
+            First::Upgrade { header_len, accept, opening } => {
                 assert_eq!(header_len, UPGRADE.len());
                 assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-                assert_eq!((version, query.as_str()), (Version::V4, "EIO=4&transport=websocket"));
+                assert_eq!((opening.version, opening.query.as_str()), (Version::V4, "EIO=4&transport=websocket"));
+                assert_eq!(opening.headers, vec![("host".to_string(), "x".to_string())]);
             }
             _ => panic!("an upgrade"),
         }
         let v3 = UPGRADE.replace("EIO=4", "EIO=3");
-        assert!(matches!(classify(v3.as_bytes(), "/socket.io/", true), First::Upgrade { version: Version::V3, .. }));
-        assert!(matches!(classify(v3.as_bytes(), "/socket.io/", false), First::Other));
+        assert!(matches!(
+            classify(v3.as_bytes(), "/socket.io/", true, &[]),
+            First::Upgrade { opening: Opening { version: Version::V3, .. }, .. }
+        ));
+        assert!(matches!(classify(v3.as_bytes(), "/socket.io/", false, &[]), First::Other));
         for other in [
             &UPGRADE[..UPGRADE.len() - 2],
             &UPGRADE.replace("GET", "POST"),
@@ -184,8 +192,8 @@ mod tests {
             &UPGRADE.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
             "GET /api/v1/health HTTP/1.1\r\n\r\n",
         ] {
-            assert!(matches!(classify(other.as_bytes(), "/socket.io/", true), First::Other), "{other:?}");
+            assert!(matches!(classify(other.as_bytes(), "/socket.io/", true, &[]), First::Other), "{other:?}");
         }
-        assert!(matches!(classify(b"", "/socket.io/", true), First::Closed));
+        assert!(matches!(classify(b"", "/socket.io/", true, &[]), First::Closed));
     }
 }

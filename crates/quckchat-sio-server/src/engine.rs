@@ -58,6 +58,10 @@ pub struct Config {
     /// Serve HTTP long-polling (and the upgrade from it). Off, polling requests are
     /// refused and WebSocket is the only transport.
     pub polling: bool,
+    /// Request headers kept for the namespaces' connect handlers ([`Socket::header`]),
+    /// lowercase (`authorization`). Only these are kept: a connection holds nothing else
+    /// of its request.
+    pub keep_headers: Vec<String>,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             first_request_timeout: Duration::from_secs(10),
             allow_eio3: true,
             polling: true,
+            keep_headers: Vec::new(),
         }
     }
 }
@@ -177,6 +182,39 @@ impl RawConn {
     }
 }
 
+/// What a connection opened with: its protocol version, its URL's query, the request
+/// headers kept ([`Config::keep_headers`]).
+#[derive(Debug, Clone)]
+pub struct Opening {
+    /// The Engine.IO version.
+    pub version: eio::Version,
+    /// The URL's query, without the `?`.
+    pub query: String,
+    /// The kept headers, lowercase names.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Opening {
+    /// The opening of a request: the headers in `keep` (lowercase names) taken from
+    /// `headers` (name, value), the rest left.
+    pub fn new<'a>(
+        version: eio::Version,
+        query: &str,
+        keep: &[String],
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Self {
+        let headers = if keep.is_empty() {
+            Vec::new()
+        } else {
+            headers
+                .filter(|(n, _)| keep.iter().any(|k| n.eq_ignore_ascii_case(k)))
+                .filter_map(|(n, v)| Some((n.to_ascii_lowercase(), std::str::from_utf8(v).ok()?.to_string())))
+                .collect()
+        };
+        Self { version, query: query.to_string(), headers }
+    }
+}
+
 /// A namespace shared with other owners (for example one that holds the engine).
 impl<T: Namespace> Namespace for Arc<T> {
     fn connect(&self, socket: Socket, auth: Option<String>) -> BoxFuture<Result<(), Refusal>> {
@@ -211,6 +249,8 @@ struct Conn {
     version: eio::Version,
     /// The query of the connection's URL (`EIO=4&transport=websocket&…`).
     query: Box<str>,
+    /// The kept request headers ([`Config::keep_headers`]), name and value.
+    headers: Box<[(Box<str>, Box<str>)]>,
     link: Link,
     created: Instant,
     /// Milliseconds since `created` when the outstanding ping went; 0: none outstanding.
@@ -356,6 +396,12 @@ impl Socket {
     /// CONNECT, else the connection URL's (without the leading `?`).
     pub fn query(&self) -> &str {
         self.0.query.as_deref().unwrap_or(&self.0.conn.query)
+    }
+
+    /// A header of the request that opened the connection, when it is one of
+    /// [`Config::keep_headers`] (`name` lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.0.conn.headers.iter().find(|(n, _)| &**n == name).map(|(_, v)| &**v)
     }
 
     /// The namespace's path.
@@ -769,13 +815,15 @@ impl Engine {
 
     /// A new connection: its open packet queued, the root namespace connected for a v3
     /// client, registered for the heartbeat. `None` when the open packet could not go.
-    fn open(&self, link: Link, version: eio::Version, query: &str) -> Option<Arc<Conn>> {
+    fn open(&self, link: Link, opening: Opening) -> Option<Arc<Conn>> {
+        let Opening { version, query, headers } = opening;
         let upgrades = matches!(link, Link::Polling(_));
         let sid = random_id();
         let conn = Arc::new(Conn {
             sid: sid.clone().into(),
             version,
             query: query.into(),
+            headers: headers.into_iter().map(|(n, v)| (n.into(), v.into())).collect(),
             link,
             created: Instant::now(),
             ping_sent_ms: AtomicU64::new(0),
@@ -851,9 +899,9 @@ impl Engine {
 
     /// Serves an upgraded WebSocket until it closes. `leftover`: bytes read before the
     /// upgrade.
-    pub async fn serve_websocket(&self, stream: TcpStream, leftover: Bytes, version: eio::Version, query: &str) {
+    pub async fn serve_websocket(&self, stream: TcpStream, leftover: Bytes, opening: Opening) {
         let link = Link::WebSocket(Transport::new(stream, self.shared.config.send_budget));
-        let Some(conn) = self.open(link, version, query) else { return };
+        let Some(conn) = self.open(link, opening) else { return };
         let Link::WebSocket(transport) = &conn.link else { return };
         let mut inbound = ConnInbound { engine: self.clone(), conn: conn.clone() };
         let ended = transport.run(&mut inbound, self.shared.config.max_payload, leftover).await;
@@ -909,10 +957,11 @@ impl Engine {
     }
 
     /// Opens a polling connection; its handshake payload.
-    pub(crate) fn open_polling(&self, version: eio::Version, query: &str) -> Option<crate::polling::Body> {
-        let b64 = query.split('&').any(|kv| kv == "b64=1" || kv == "b64=true");
+    pub(crate) fn open_polling(&self, opening: Opening) -> Option<crate::polling::Body> {
+        let version = opening.version;
+        let b64 = opening.query.split('&').any(|kv| kv == "b64=1" || kv == "b64=true");
         let polling = Polling::new(self.shared.config.send_budget, !b64);
-        let conn = self.open(Link::Polling(polling), version, query)?;
+        let conn = self.open(Link::Polling(polling), opening)?;
         let Link::Polling(polling) = &conn.link else { return None };
         // Everything queued so far (the open packet, a v3 root CONNECT if it was quick).
         polling.take_now(version)

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use bytes::Bytes;
 
-use crate::engine::{Engine, PollRefusal};
+use crate::engine::{Engine, Opening, PollRefusal};
 use crate::polling::Body;
 use crate::upgrade::{accept_key, websocket_key};
 
@@ -74,7 +74,12 @@ impl Engine {
         let Some(key) = websocket_key(request.headers()).map(accept_key) else {
             return refuse(3, "Bad request");
         };
-        let query = query.to_string();
+        let opening = Opening::new(
+            version,
+            query,
+            &self.config().keep_headers,
+            request.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        );
         let on_upgrade = hyper::upgrade::on(&mut request);
         let engine = self.clone();
         tokio::spawn(async move {
@@ -88,7 +93,7 @@ impl Engine {
             let (stream, guard) = parts.io.into_inner().into_tcp();
             match sid {
                 Some(sid) => engine.serve_upgrade(stream, parts.read_buf, &sid).await,
-                None => engine.serve_websocket(stream, parts.read_buf, version, &query).await,
+                None => engine.serve_websocket(stream, parts.read_buf, opening).await,
             }
             drop(guard);
         });
@@ -130,7 +135,12 @@ impl Engine {
             PollRefusal::BadRequest => refuse(3, "Bad request"),
         };
         match (request.method(), sid) {
-            (&http::Method::GET, None) => match self.open_polling(version, &query) {
+            (&http::Method::GET, None) => match self.open_polling(Opening::new(
+                version,
+                &query,
+                &self.config().keep_headers,
+                request.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            )) {
                 Some(handshake) => text(handshake),
                 None => refuse(3, "Bad request"),
             },

@@ -38,7 +38,8 @@ impl Namespace for Chat {
             let auth: serde_json::Value =
                 auth.as_deref().map(serde_json::from_str).transpose().ok().flatten().unwrap_or_default();
             // socket.io-client 2.x sends no auth: its token comes in the query.
-            let query_token = socket.query().split('&').any(|kv| kv == "token=good");
+            let query_token = socket.query().split('&').any(|kv| kv == "token=good")
+                || socket.header("authorization") == Some("Bearer good");
             if auth["token"] != "good" && !query_token {
                 return Err(Refusal { message: "unauthorized".into(), data: None });
             }
@@ -704,4 +705,31 @@ async fn polling_can_be_turned_off() {
     assert_eq!(response.text().await.unwrap(), r#"{"code":0,"message":"Transport unknown"}"#);
     let ws = raw(&s).await;
     drop(ws);
+}
+
+/// Kept request headers reach the connect handler (here the token in `Authorization`),
+/// over WebSocket and polling; others are not kept.
+#[tokio::test]
+async fn kept_headers_reach_the_connect_handler() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = server(Config { keep_headers: vec!["authorization".into()], ..Config::default() }).await;
+    let ws_url = format!("{}/socket.io/?EIO=4&transport=websocket", s.url.replace("http", "ws"));
+    let mut request = ws_url.into_client_request().unwrap();
+    request.headers_mut().insert("Authorization", "Bearer good".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    next_text(&mut ws).await;
+    ws.send(Message::text("40/chat,")).await.unwrap();
+    assert!(next_text(&mut ws).await.starts_with(r#"40/chat,{"sid""#));
+    // Over polling too; and without the header, refused.
+    let http = reqwest::Client::new();
+    let base = format!("{}/socket.io/?EIO=4&transport=polling", s.url);
+    for (authorization, expected) in [("Bearer good", r#"40/chat,{"sid""#), ("Bearer bad", "44/chat,")] {
+        let handshake =
+            http.get(&base).header("authorization", authorization).send().await.unwrap().text().await.unwrap();
+        let sid = handshake[9..].split('"').next().unwrap().to_string();
+        let url = format!("{base}&sid={sid}");
+        http.post(&url).body("40/chat,").send().await.unwrap();
+        let answer = http.get(&url).send().await.unwrap().text().await.unwrap();
+        assert!(answer.starts_with(expected), "{authorization}: {answer}");
+    }
 }
