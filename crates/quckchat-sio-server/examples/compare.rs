@@ -14,6 +14,7 @@
 //! `NO_TRIM=1` turns off the engine's heap trim after connection storms
 //! (`Config::trim_heap`): the difference is heap fragmentation, not live memory.
 
+// A tool, not a server anyone depends on: a failed bind or connect ends it with the reason (`expect`).
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -9,6 +9,7 @@
 //! timeout 1 s; Engine.IO v3 only with `ALLOW_EIO3=true`. `HOST`, `PORT` choose the address.
 //! Engine.IO alone at `/engine.io/`: every message, text or binary, is echoed back.
 
+// A tool, not a server anyone depends on: a failed bind or connect ends it with the reason (`expect`).
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -7,6 +7,7 @@
 //! it; `kick` disconnects the sender. `PING_INTERVAL_MS` / `PING_TIMEOUT_MS` set the
 //! heartbeat. Prints `engine listening on http://ADDR` on stdout.
 
+// A tool, not a server anyone depends on: a failed bind or connect ends it with the reason (`expect`).
 use std::time::Duration;
 
 use quckchat_sio_server::engine::{

@@ -161,10 +161,10 @@ impl RawConn {
 
     /// Sends a text message.
     pub fn send(&self, text: &str) -> Result<(), SendError> {
-        let mut packet = Vec::with_capacity(1 + text.len());
-        packet.push(b'4');
-        packet.extend_from_slice(text.as_bytes());
-        self.0.link.send(ws_text(packet))
+        self.0.link.send(ws::text_frame_with(1 + text.len(), |out| {
+            out.push(b'4');
+            out.extend_from_slice(text.as_bytes());
+        }))
     }
 
     /// Sends a binary message.
@@ -586,13 +586,15 @@ pub struct AckSender {
 impl AckSender {
     /// Answers with `args` (JSON of the arguments without brackets).
     pub fn send(self, args: &str) -> Result<(), SendError> {
-        let mut packet = Vec::with_capacity(16 + args.len());
-        packet.push(b'4');
-        sio::write_header(&mut packet, Kind::Ack, &self.socket.0.ns.path, 0, Some(self.id));
-        packet.push(b'[');
-        packet.extend_from_slice(args.as_bytes());
-        packet.push(b']');
-        self.socket.0.conn.link.send(ws_text(packet))
+        // Every acked event ends here: the packet is written straight into its frame.
+        let nsp = &self.socket.0.ns.path;
+        self.socket.0.conn.link.send(ws::text_frame_with(24 + nsp.len() + args.len(), |out| {
+            out.push(b'4');
+            sio::write_header(out, Kind::Ack, nsp, 0, Some(self.id));
+            out.push(b'[');
+            out.extend_from_slice(args.as_bytes());
+            out.push(b']');
+        }))
     }
 
     /// Answers with `args` holding placeholders for `attachments`.
@@ -936,8 +938,11 @@ impl Engine {
             let _ = transport.run(&mut Discard, 0, leftover).await;
             return;
         }
-        let mut inbound =
-            UpgradeInbound { engine: self.clone(), conn: conn.clone(), transport: transport.clone(), upgraded: false };
+        let mut inbound = UpgradeInbound {
+            inner: ConnInbound { engine: self.clone(), conn: conn.clone() },
+            transport: transport.clone(),
+            upgraded: false,
+        };
         let ended = transport.run(&mut inbound, self.shared.config.max_payload, leftover).await;
         if inbound.upgraded {
             let reason = conn.closed_by.get().copied().unwrap_or(match ended {
@@ -1341,8 +1346,8 @@ impl Inbound for Discard {
 /// The WebSocket a polling connection is upgrading to: the probe, then the switch; then
 /// the connection's own inbound side.
 struct UpgradeInbound {
-    engine: Engine,
-    conn: Arc<Conn>,
+    /// The connection's own inbound side, which takes over at the switch.
+    inner: ConnInbound,
     transport: Arc<Transport>,
     upgraded: bool,
 }
@@ -1350,9 +1355,9 @@ struct UpgradeInbound {
 impl Inbound for UpgradeInbound {
     fn text(&mut self, transport: &Transport, text: &str) {
         if self.upgraded {
-            return ConnInbound { engine: self.engine.clone(), conn: self.conn.clone() }.text(transport, text);
+            return self.inner.text(transport, text);
         }
-        let Link::Polling(polling) = &self.conn.link else { return };
+        let Link::Polling(polling) = &self.inner.conn.link else { return };
         match eio::decode_text(text) {
             Ok(EioPacket::Ping("probe")) => {
                 let _ = transport.send(ws_text(b"3probe".to_vec()));
@@ -1370,7 +1375,7 @@ impl Inbound for UpgradeInbound {
 
     fn binary(&mut self, transport: &Transport, data: &[u8]) {
         if self.upgraded {
-            return ConnInbound { engine: self.engine.clone(), conn: self.conn.clone() }.binary(transport, data);
+            return self.inner.binary(transport, data);
         }
         transport.close(1002, "unexpected packet during the upgrade");
     }
@@ -1384,10 +1389,10 @@ impl Engine {
             // In v3 the client pings and the server answers.
             EioPacket::Ping(data) if conn.version == eio::Version::V3 => {
                 conn.last_ping_ms.store(conn.since_created_ms().max(1), Ordering::Release);
-                let mut pong = Vec::with_capacity(1 + data.len());
-                pong.push(b'3');
-                pong.extend_from_slice(data.as_bytes());
-                let _ = conn.link.send(ws_text(pong));
+                let _ = conn.link.send(ws::text_frame_with(1 + data.len(), |out| {
+                    out.push(b'3');
+                    out.extend_from_slice(data.as_bytes());
+                }));
             }
             EioPacket::Message(text) if self.shared.raw.is_some() => {
                 if let Some(raw) = &self.shared.raw {
